@@ -1,0 +1,154 @@
+"""The scene contract every data source implements.
+
+A scene is one raster (possibly at several dates) that tiles are cut from. Sources differ in
+where the pixels live (in memory for npz and synthetic data, on disk for GeoTIFF), but the
+sampler and the datamodule only ever call the methods below, so every method sees the same
+data whatever the source. Reads return the native unsigned integer dtype: no float work on
+the CPU side.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the problem and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A pixel window: top-left (row, col) and size (height, width)."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+class Scene(ABC):
+    """One raster scene, readable by window, at one or more acquisition dates.
+
+    Attributes every implementation sets:
+      name: unique id of the scene inside its source.
+      bands: band names, one per channel.
+      height, width: pixel size.
+      dtype: numpy dtype of the pixels (uint8 or uint16; float32 where a source allows it).
+      dates: acquisition dates as ISO strings ("" when unknown); len(dates) >= 1.
+      transform: affine (a, b, c, d, e, f) with x = c + a*col + b*row, y = f + d*col + e*row,
+        or None when the scene has no georeference.
+      crs: CRS string (e.g. "EPSG:32618") or None.
+      class_names: names of the classes of the per-pixel mask, or None when unlabelled.
+    """
+
+    name: str
+    bands: tuple[str, ...]
+    height: int
+    width: int
+    dtype: np.dtype
+    dates: tuple[str, ...] = ("",)
+    transform: tuple[float, float, float, float, float, float] | None = None
+    crs: str | None = None
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.bands)
+
+    @abstractmethod
+    def read(self, window: Window, date: int = 0) -> np.ndarray:
+        """Pixels of `window` at acquisition `date`: C x h x w, native dtype."""
+
+    @abstractmethod
+    def read_valid(self, window: Window) -> np.ndarray:
+        """Boolean h x w: True where every band holds data (not nodata / collar)."""
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        """Per-pixel class ids (uint8, h x w) or None when the scene is unlabelled."""
+        return None
+
+    @abstractmethod
+    def valid_overview(self, factor: int) -> np.ndarray:
+        """Boolean ceil(H/factor) x ceil(W/factor) map of valid data, cheap to compute.
+
+        Used to choose tile positions without loading the whole scene.
+        """
+
+    def pixel_to_map(self, row: float, col: float) -> tuple[float, float]:
+        """Map coordinates (x, y) of a pixel position; pixel (col, row) when not georeferenced."""
+        if self.transform is None:
+            return float(col), float(row)
+        a, b, c, d, e, f = self.transform
+        return c + a * col + b * row, f + d * col + e * row
+
+    @property
+    def pixel_size(self) -> float | None:
+        """Ground size of one pixel in map units, or None without a georeference."""
+        if self.transform is None:
+            return None
+        return float(abs(self.transform[0]))
+
+
+class ArrayScene(Scene):
+    """A scene held in memory: T x C x H x W unsigned integers (npz files, synthetic scenes).
+
+    Workers share the arrays copy-on-write after fork and only slice them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        images: np.ndarray,
+        bands: tuple[str, ...] | None = None,
+        valid: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+        dates: tuple[str, ...] | None = None,
+        transform: tuple[float, ...] | None = None,
+        crs: str | None = None,
+        class_names: tuple[str, ...] | None = None,
+    ) -> None:
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise DataError(f"scene {name!r}: expected T x C x H x W pixels, got shape {images.shape}")
+        self.name = name
+        self.images = images
+        _, channels, self.height, self.width = images.shape
+        self.bands = tuple(bands) if bands is not None else tuple(f"b{i + 1}" for i in range(channels))
+        if len(self.bands) != channels:
+            raise DataError(
+                f"scene {name!r}: {len(self.bands)} band names for {channels} bands; give one name per band"
+            )
+        self.dtype = images.dtype
+        self.valid = valid.astype(bool) if valid is not None else None
+        self.mask = mask
+        self.dates = tuple(dates) if dates is not None else ("",) * images.shape[0]
+        if len(self.dates) != images.shape[0]:
+            raise DataError(f"scene {name!r}: {len(self.dates)} dates for {images.shape[0]} acquisitions")
+        self.transform = tuple(float(v) for v in transform) if transform is not None else None
+        self.crs = crs
+        self.class_names = tuple(class_names) if class_names is not None else None
+
+    def read(self, window: Window, date: int = 0) -> np.ndarray:
+        w = window
+        return self.images[date, :, w.row : w.row + w.height, w.col : w.col + w.width]
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        w = window
+        if self.valid is None:
+            return np.ones((w.height, w.width), dtype=bool)
+        return self.valid[w.row : w.row + w.height, w.col : w.col + w.width]
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        if self.mask is None:
+            return None
+        w = window
+        return self.mask[w.row : w.row + w.height, w.col : w.col + w.width]
+
+    def valid_overview(self, factor: int) -> np.ndarray:
+        if self.valid is None:
+            return np.ones((-(-self.height // factor), -(-self.width // factor)), dtype=bool)
+        return self.valid[::factor, ::factor]
