@@ -1,0 +1,198 @@
+"""The one LightningDataModule every method shares.
+
+CPU side: workers slice uint tiles and collate them (pinned). Device side
+(`on_after_batch_transfer`): uint -> float and per-band normalisation, in batch. Views and
+every other float operation happen after that, on the device, in the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rsssl.data.scene import DataError, Scene
+from rsssl.data.sources import Source
+from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats
+from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
+
+IMAGE_KEYS = ("image", "neighbor", "other_time")
+
+
+def resolve_bands(scenes: Sequence[Scene], wanted: Sequence[str] | None) -> tuple[tuple[str, ...], list[int] | None]:
+    """Check all scenes share their bands and pick `wanted` by name; returns names and indices."""
+    first = scenes[0]
+    for scene in scenes[1:]:
+        if scene.num_bands != first.num_bands and not wanted:
+            raise DataError(
+                f"scenes have different band counts: {first.name!r} has {first.num_bands} "
+                f"({', '.join(first.bands)}), {scene.name!r} has {scene.num_bands} "
+                f"({', '.join(scene.bands)}); use one sensor per source or select common bands by "
+                "name with data.bands=[...]"
+            )
+    if not wanted:
+        return first.bands, None
+    indices = []
+    for scene in scenes:
+        missing = [b for b in wanted if b not in scene.bands]
+        if missing:
+            raise DataError(
+                f"scene {scene.name!r} has no band {', '.join(map(repr, missing))}; its bands are "
+                f"{', '.join(scene.bands)}: fix data.bands"
+            )
+        indices.append([scene.bands.index(b) for b in wanted])
+    if any(ix != indices[0] for ix in indices):
+        raise DataError("the selected bands sit at different positions in different scenes; not supported yet")
+    return tuple(wanted), indices[0]
+
+
+class RSDataModule(L.LightningDataModule):
+    """Tiles from a `Source`, normalised on the device with statistics computed from the data."""
+
+    def __init__(
+        self,
+        source: Source,
+        tile_size: int = 64,
+        stride: int | None = None,
+        min_valid: float = 0.9,
+        bands: Sequence[str] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        stats_tiles: int = 256,
+        stats_cache_dir: str | None = "~/.cache/rsssl",
+        pin_memory: bool = True,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if tile_size < 8:
+            raise DataError(f"data.tile_size={tile_size} is too small: use at least 8 px")
+        self.source = source
+        self.name = name or source.name
+        self.tile_size = tile_size
+        self.stride = stride
+        self.min_valid = min_valid
+        self.wanted_bands = list(bands) if bands else None
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.stats_tiles = stats_tiles
+        self.stats_cache_dir = Path(stats_cache_dir).expanduser() if stats_cache_dir else None
+        self.pin_memory = pin_memory
+        self.required_keys: set[str] = {"image"}
+        self._prepared = False
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ---- building -------------------------------------------------------------------------
+    def require(self, keys: Sequence[str]) -> None:
+        """Batch keys a method needs beyond `image` (e.g. `mask`)."""
+        self.required_keys.update(keys)
+
+    def prepare(self) -> None:
+        """Load scenes, index tiles and compute statistics once (idempotent)."""
+        if self._prepared:
+            return
+        self.train_scenes = self.source.load()
+        self.bands, self.band_indices = resolve_bands(self.train_scenes, self.wanted_bands)
+        self.train_index = build_tile_index(self.train_scenes, self.tile_size, self.stride, self.min_valid)
+        val_source = self.source.validation()
+        self.val_scenes, self.val_index = [], None
+        if val_source is not None:
+            self.val_scenes = val_source.load()
+            self.val_index = build_tile_index(self.val_scenes, self.tile_size, self.stride, self.min_valid)
+        self.stats = self._stats()
+        self._prepared = True
+
+    def _stats(self) -> BandStats:
+        description = {
+            "source": self.source.describe(),
+            "bands": list(self.bands),
+            "tile_size": self.tile_size,
+            "stride": self.stride,
+            "min_valid": self.min_valid,
+            "tiles": self.stats_tiles,
+        }
+        return cached_band_stats(
+            self.stats_cache_dir,
+            description,
+            lambda: compute_band_stats(self.train_scenes, self.train_index, self.band_indices, self.stats_tiles),
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    # ---- what methods read ----------------------------------------------------------------
+    @property
+    def num_bands(self) -> int:
+        self.prepare()
+        return len(self.bands)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        self.prepare()
+        return self.train_scenes[0].class_names if self.train_index.labelled else None
+
+    @property
+    def num_classes(self) -> int:
+        names = self.class_names
+        return len(names) if names else 0
+
+    def info(self) -> dict:
+        """What an exported encoder records about its data."""
+        self.prepare()
+        return {
+            "data": self.name,
+            "bands": list(self.bands),
+            "mean": list(self.stats.mean),
+            "std": list(self.stats.std),
+            "tile_size": self.tile_size,
+            "dtype": str(self.train_scenes[0].dtype),
+        }
+
+    # ---- loaders ---------------------------------------------------------------------------
+    def _dataset(self, scenes: Sequence[Scene], index: TileIndex) -> TileDataset:
+        return TileDataset(scenes, index, self.band_indices, with_mask="mask" in self.required_keys)
+
+    def _loader(self, dataset: TileDataset, train: bool) -> DataLoader:
+        batch_size = self.batch_size
+        if train and len(dataset) < batch_size:
+            raise DataError(
+                f"only {len(dataset)} tiles of {self.tile_size}px in the data, fewer than one batch of "
+                f"{batch_size}: lower data.batch_size or data.tile_size / data.stride"
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.prepare()
+        return self._loader(self._dataset(self.train_scenes, self.train_index), train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.prepare()
+        if self.val_index is None or not self.val_index.labelled:
+            return []
+        return self._loader(self._dataset(self.val_scenes, self.val_index), train=False)
+
+    # ---- device side ---------------------------------------------------------------------
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint B x C x H x W -> float, standardised per band; runs wherever `pixels` is."""
+        if self._norm is None or self._norm[0].device != pixels.device:
+            mean = torch.tensor(self.stats.mean, device=pixels.device, dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(self.stats.std, device=pixels.device, dtype=torch.float32).view(1, -1, 1, 1)
+            self._norm = (mean, std)
+        mean, std = self._norm
+        return (pixels.float() - mean) / std
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        for key in IMAGE_KEYS:
+            if key in batch:
+                batch[key] = self.normalise(batch[key])
+        return batch

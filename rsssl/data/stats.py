@@ -1,0 +1,91 @@
+"""Per-band normalisation statistics computed from the data itself, cached on disk.
+
+Multispectral data must never be normalised with ImageNet RGB statistics: each band gets its
+own mean and std, estimated once from a random sample of tiles (valid pixels only) and
+stored as JSON keyed by a fingerprint of the source, so later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rsssl.data.scene import DataError, Scene, Window
+from rsssl.data.tiles import TileIndex
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Mean and std per band, in the data's own units (DN, reflectance x 10000, ...)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, value: dict) -> BandStats:
+        return cls(tuple(float(v) for v in value["mean"]), tuple(float(v) for v in value["std"]))
+
+
+def compute_band_stats(
+    scenes: Sequence[Scene],
+    index: TileIndex,
+    band_indices: Sequence[int] | None = None,
+    max_tiles: int = 256,
+    seed: int = 0,
+) -> BandStats:
+    """Mean/std per band over the valid pixels of up to `max_tiles` random tiles."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(index), size=min(max_tiles, len(index)), replace=False)
+    size = index.tile_size
+    total = total_sq = None
+    count = 0
+    for i in chosen:
+        scene = scenes[int(index.scene[i])]
+        window = Window(int(index.row[i]), int(index.col[i]), size, size)
+        pixels = scene.read(window)
+        if band_indices is not None:
+            pixels = pixels[list(band_indices)]
+        valid = scene.read_valid(window)
+        values = pixels[:, valid].astype(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(
+                f"scene {scene.name!r} has NaN or Inf pixels inside its valid area near row {window.row}, "
+                f"col {window.col}: mark them as nodata (valid mask / nodata value) or fill them"
+            )
+        total = values.sum(1) if total is None else total + values.sum(1)
+        total_sq = (values**2).sum(1) if total_sq is None else total_sq + (values**2).sum(1)
+        count += values.shape[1]
+    if count == 0:
+        raise DataError("no valid pixel found to compute band statistics: the data is all nodata")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std > 1e-6, std, 1.0)  # constant bands: leave them centred, do not blow them up
+    return BandStats(tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def stats_fingerprint(description: dict) -> str:
+    """Stable short hash of whatever identifies the data and the sampling of the statistics."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cached_band_stats(cache_dir: str | Path | None, description: dict, compute) -> BandStats:
+    """Read the statistics for `description` from the cache, or compute and store them."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"stats-{stats_fingerprint(description)}.json"
+    if path.exists():
+        return BandStats.from_dict(json.loads(path.read_text())["stats"])
+    stats = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"source": description, "stats": stats.to_dict()}, indent=1, default=str))
+    tmp.replace(path)
+    return stats

@@ -1,0 +1,145 @@
+"""Tile positions over scenes and the dataset that cuts them.
+
+`TileIndex` lists every tile (scene, row, col) on a regular grid whose valid fraction is high
+enough, found from each scene's cheap validity overview so a large GeoTIFF is never loaded
+whole. `TileDataset` turns an index entry into a dict of uint tensors: workers only slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from rsssl.data.scene import DataError, Scene, Window
+
+
+@dataclass(frozen=True)
+class TileIndex:
+    """Grid tiles kept for sampling; arrays are aligned, one entry per tile."""
+
+    scene: np.ndarray  # int32 scene number
+    row: np.ndarray  # int32 top-left row
+    col: np.ndarray  # int32 top-left col
+    label: np.ndarray  # int64 majority class, -1 when the scene is unlabelled
+    tile_size: int
+
+    def __len__(self) -> int:
+        return len(self.scene)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(len(self.label)) and bool((self.label >= 0).all())
+
+
+def _grid(extent: int, tile_size: int, stride: int) -> np.ndarray:
+    """Top-left offsets covering [0, extent) with the last tile flush with the edge."""
+    starts = np.arange(0, extent - tile_size + 1, stride)
+    if starts[-1] != extent - tile_size:
+        starts = np.append(starts, extent - tile_size)
+    return starts
+
+
+def _valid_fraction(overview: np.ndarray, factor: int, rows: np.ndarray, cols: np.ndarray, size: int):
+    """Fraction of valid overview cells inside each tile, by a summed-area table."""
+    table = np.zeros((overview.shape[0] + 1, overview.shape[1] + 1), dtype=np.int64)
+    table[1:, 1:] = overview.astype(np.int64).cumsum(0).cumsum(1)
+    r0, c0 = rows // factor, cols // factor
+    r1 = np.minimum(-(-(rows + size) // factor), overview.shape[0])
+    c1 = np.minimum(-(-(cols + size) // factor), overview.shape[1])
+    total = table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]
+    return total / np.maximum((r1 - r0) * (c1 - c0), 1)
+
+
+def _majority_label(scene: Scene, row: int, col: int, size: int) -> int:
+    mask = scene.read_mask(Window(row, col, size, size))
+    return int(np.bincount(mask.ravel()).argmax())
+
+
+def build_tile_index(
+    scenes: Sequence[Scene], tile_size: int, stride: int | None = None, min_valid: float = 0.9
+) -> TileIndex:
+    """Index every grid tile with at least `min_valid` valid pixels, across all scenes."""
+    if not scenes:
+        raise DataError("no scenes to cut tiles from: check the data source (path, folder, file)")
+    stride = stride or tile_size
+    factor = max(1, min(stride, tile_size) // 4)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for number, scene in enumerate(scenes):
+        if scene.height < tile_size or scene.width < tile_size:
+            raise DataError(
+                f"scene {scene.name!r} is {scene.height}x{scene.width} px, smaller than the tile size "
+                f"{tile_size}: lower data.tile_size to at most {min(scene.height, scene.width)} "
+                "or remove the scene"
+            )
+        rows, cols = np.meshgrid(
+            _grid(scene.height, tile_size, stride), _grid(scene.width, tile_size, stride), indexing="ij"
+        )
+        rows, cols = rows.ravel(), cols.ravel()
+        keep = _valid_fraction(scene.valid_overview(factor), factor, rows, cols, tile_size) >= min_valid
+        if not keep.any():
+            raise DataError(
+                f"scene {scene.name!r} has no {tile_size}px tile with at least {min_valid:.0%} valid "
+                "pixels (is it all nodata?): remove it from the source, set data.nodata to the right "
+                "value, or lower data.min_valid"
+            )
+        rows, cols = rows[keep], cols[keep]
+        if scene.class_names is None:
+            labels = np.full(len(rows), -1, dtype=np.int64)
+        else:
+            labels = np.array([_majority_label(scene, r, c, tile_size) for r, c in zip(rows, cols)])
+        parts.append((np.full(len(rows), number, dtype=np.int32), rows, cols, labels))
+    scene_ids, rows, cols, labels = (np.concatenate(p) for p in zip(*parts))
+    return TileIndex(scene_ids, rows.astype(np.int32), cols.astype(np.int32), labels, tile_size)
+
+
+class TileDataset(Dataset):
+    """Cuts indexed tiles: image (uint, C x T x T) plus label, position, scene and date.
+
+    `band_indices` selects bands (by position; names are resolved by the datamodule).
+    `with_mask` adds the per-pixel class mask. No float work happens here.
+    """
+
+    def __init__(
+        self,
+        scenes: Sequence[Scene],
+        index: TileIndex,
+        band_indices: Sequence[int] | None = None,
+        with_mask: bool = False,
+    ) -> None:
+        self.scenes = list(scenes)
+        self.index = index
+        self.band_indices = list(band_indices) if band_indices is not None else None
+        self.with_mask = with_mask
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def read_tile(self, scene: Scene, row: int, col: int, date: int = 0) -> torch.Tensor:
+        size = self.index.tile_size
+        pixels = scene.read(Window(row, col, size, size), date)
+        if self.band_indices is not None:
+            pixels = pixels[self.band_indices]
+        return torch.from_numpy(np.ascontiguousarray(pixels))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        number, row, col = int(self.index.scene[i]), int(self.index.row[i]), int(self.index.col[i])
+        scene = self.scenes[number]
+        half = self.index.tile_size / 2
+        sample = {
+            "image": self.read_tile(scene, row, col),
+            "pos": torch.tensor(scene.pixel_to_map(row + half, col + half), dtype=torch.float64),
+            "pixel": torch.tensor((row, col), dtype=torch.int64),
+            "scene": torch.tensor(number),
+            "time": torch.tensor(0),
+            "index": torch.tensor(i),
+        }
+        if self.index.label[i] >= 0:
+            sample["label"] = torch.tensor(int(self.index.label[i]))
+        if self.with_mask:
+            size = self.index.tile_size
+            sample["mask"] = torch.from_numpy(np.ascontiguousarray(scene.read_mask(Window(row, col, size, size))))
+        return sample

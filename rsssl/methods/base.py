@@ -1,0 +1,188 @@
+"""The thin base every pretext method extends.
+
+A method builds its networks, makes its views on the device and returns one `StepOutput`
+from `pretext_step`. The base supplies the rest: optimiser and schedule from config, the EMA
+of declared `(online, target)` momentum pairs, an online linear probe on detached features
+whenever the batch has labels, and an embedding-std collapse monitor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rsssl.data.views import ViewMaker, preset
+from rsssl.models.backbones import ConfigError, create_backbone
+
+
+@dataclass
+class StepOutput:
+    """What one pretext step gives back to the base.
+
+    loss: the pretext loss to minimise.
+    features: backbone features of the first view, B x D (the probe gets them detached).
+    embeddings: the projected embeddings the loss sees (for the collapse monitor).
+    logs: extra scalars to log under `train/`.
+    """
+
+    loss: torch.Tensor
+    features: torch.Tensor
+    embeddings: torch.Tensor | None = None
+    logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+
+def cosine_ramp(start: float, end: float, progress: float) -> float:
+    """Cosine interpolation from `start` (progress 0) to `end` (progress 1)."""
+    progress = min(max(progress, 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return cosine_ramp(1.0, 0.0, (step - warmup) / max(1, total - warmup))
+
+
+@torch.no_grad()
+def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, for every parameter.
+
+    Buffers (BatchNorm statistics) are not averaged: the target keeps its own, as in MoCo.
+    """
+    online_params, target_params = list(online.parameters()), list(target.parameters())
+    torch._foreach_mul_(target_params, momentum)
+    torch._foreach_add_(target_params, online_params, alpha=1 - momentum)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module
+
+
+class SSLMethod(L.LightningModule):
+    """Base of every method. Subclasses implement `pretext_step` (and `momentum_pairs`)."""
+
+    #: batch keys the method needs beyond `image` (the datamodule samples them).
+    required_keys: tuple[str, ...] = ()
+    #: whether the pretext task trains the backbone (False only for baselines).
+    trains_backbone: bool = True
+
+    def __init__(
+        self,
+        backbone: dict,
+        in_chans: int,
+        bands: Sequence[str],
+        num_classes: int = 0,
+        views: dict | None = None,
+        optimizer: dict | None = None,
+        ema: dict | None = None,
+        probe_lr: float = 0.1,
+        batch_size: int = 64,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        spec = dict(backbone)
+        self.backbone_name = spec.pop("name")
+        self.backbone = create_backbone(self.backbone_name, in_chans=in_chans, **spec)
+        self.num_features = int(self.backbone.num_features)
+        self.bands = tuple(bands)
+        views = dict(views or {})
+        self.view_maker = ViewMaker(preset(views.pop("preset", "moco_v2"), **views), self.bands)
+        self.probe = nn.Linear(self.num_features, num_classes) if num_classes > 0 else None
+        self.optimizer_cfg = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup": 0.0}
+        self.optimizer_cfg.update(optimizer or {})
+        self.ema_cfg = {"base": 0.999, "final": 0.999}
+        self.ema_cfg.update(ema or {})
+        self.current_momentum = float(self.ema_cfg["base"])
+        self.probe_lr = probe_lr
+        self.batch_size = batch_size
+
+    # ---- what subclasses provide -------------------------------------------------------------
+    def pretext_step(self, batch: dict) -> StepOutput:
+        raise NotImplementedError
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) modules whose targets follow the online weights by EMA."""
+        return []
+
+    # ---- training --------------------------------------------------------------------------
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """One random view of a normalised batch, on its device."""
+        return self.view_maker(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.pretext_step(batch)
+        loss = out.loss
+        logs = {f"train/{k}": v for k, v in out.logs.items()}
+        logs["train/loss"] = out.loss.detach()
+        if out.embeddings is not None:
+            logs["train/embedding_std"] = embedding_std(out.embeddings.detach())
+        if self.probe is not None and "label" in batch:
+            logits = self.probe(out.features.detach().float())
+            probe_loss = F.cross_entropy(logits, batch["label"])
+            loss = loss + probe_loss
+            logs["train/probe_loss"] = probe_loss.detach()
+            logs["train/probe_acc"] = (logits.argmax(1) == batch["label"]).float().mean()
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
+        self.log("loss", out.loss.detach(), prog_bar=True, logger=False)
+        return loss if loss.requires_grad else None  # nothing to learn in this batch (unlabelled baseline)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        pairs = self.momentum_pairs
+        if not pairs:
+            return
+        total = max(1, self.trainer.estimated_stepping_batches)
+        self.current_momentum = cosine_ramp(self.ema_cfg["base"], self.ema_cfg["final"], self.global_step / total)
+        for online, target in pairs:
+            ema_update(online, target, self.current_momentum)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if self.probe is None or "label" not in batch:
+            return
+        logits = self.probe(self.backbone(batch["image"]).float())
+        acc = (logits.argmax(1) == batch["label"]).float().mean()
+        self.log("val/probe_acc", acc, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def probe_parameters(self) -> list[nn.Parameter]:
+        return list(self.probe.parameters()) if self.probe is not None else []
+
+    def configure_optimizers(self):
+        cfg = self.optimizer_cfg
+        probe_ids = {id(p) for p in self.probe_parameters()}
+        trained = [p for p in self.parameters() if p.requires_grad and id(p) not in probe_ids]
+        lr = cfg["lr"] * self.batch_size / 256  # linear scaling rule, base lr given for batch 256
+        groups = [{"params": trained, "lr": lr, "weight_decay": cfg["weight_decay"]}]
+        if probe_ids:
+            groups.append({"params": self.probe_parameters(), "lr": self.probe_lr, "weight_decay": 0.0})
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            return None
+        name = cfg["name"].lower()
+        if name == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=cfg["momentum"], nesterov=cfg.get("nesterov", False))
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        elif name == "adam":
+            optimizer = torch.optim.Adam(groups, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        else:
+            raise ConfigError(f"unknown optimizer {cfg['name']!r}: choose sgd, adam or adamw")
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = int(cfg["warmup"] * total)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:
+    """Std over the batch of L2-normalised embeddings, times sqrt(dim): ~1 healthy, 0 collapsed."""
+    normalised = F.normalize(embeddings.float(), dim=1)
+    return normalised.std(0).mean() * math.sqrt(normalised.shape[1])

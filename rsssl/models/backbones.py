@@ -1,0 +1,77 @@
+"""timm backbones by name, for any band count, random init unless a local file is given.
+
+No code path downloads weights: `pretrained` only ever means "load this local file".
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from rsssl.data.scene import DataError
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work. The message names it and the fix."""
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a ConfigError listing close timm names when `name` is not a timm model."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+    hint = f" Close timm names: {', '.join(close)}." if close else ""
+    raise ConfigError(
+        f"unknown backbone {name!r}: not a timm model.{hint} Use a conf/backbone/ preset "
+        "(backbone=resnet18) or any timm name (backbone.name=<timm name>)"
+    )
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a local .safetensors or .pth/.pt file (never unpickles arbitrary objects)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"weights file {path} does not exist: give a local .safetensors or .pth file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "encoder"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def create_backbone(
+    name: str,
+    in_chans: int,
+    weights: str | None = None,
+    drop_path_rate: float = 0.0,
+    **kwargs,
+) -> nn.Module:
+    """A timm model without classifier (`num_classes=0`), global-pooled features of `num_features`.
+
+    `weights` is a local file holding a timm state dict for the same architecture and band
+    count (e.g. an `encoder.safetensors` exported by rsssl).
+    """
+    check_backbone_name(name)
+    if in_chans < 1:
+        raise DataError(f"in_chans={in_chans}: the data must have at least one band")
+    model = timm.create_model(
+        name, pretrained=False, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate, **kwargs
+    )
+    if weights:
+        state = load_state_dict_file(weights)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing:
+            raise ConfigError(
+                f"weights file {weights} does not fit backbone {name!r} with in_chans={in_chans}: "
+                f"missing {len(missing)} keys (e.g. {missing[0]}); export it from the same architecture"
+            )
+        del unexpected  # classifier heads of the file's model are not part of the backbone
+    return model

