@@ -1,0 +1,327 @@
+"""Generate the leaderboard (markdown, CSV, plots, HTML page) from the results store.
+
+Numbers are never typed by hand: every table is rebuilt from the long-format rows. Each
+column names its protocol, and online-probe numbers (measured during pretraining) get their
+own table so they are never ranked against offline evaluations.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rsssl.results.html import render_html
+from rsssl.results.plots import Plot, label_efficiency_plots
+from rsssl.results.store import (
+    AGGREGATE_SEED,
+    BASELINES,
+    ONLINE_PROTOCOLS,
+    PROTOCOLS,
+    ResultRow,
+    parse_budget,
+    row_key,
+    utc_now,
+)
+
+LABEL_COLUMNS = ("method", "backbone", "pretrain data")
+CSV_COLUMNS = (
+    "method",
+    "backbone",
+    "pretrain_data",
+    "eval_data",
+    "protocol",
+    "budget",
+    "metric",
+    "mean",
+    "interval",
+    "n_seeds",
+)
+
+# Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..30; larger df use a series.
+# fmt: off
+_T975 = (
+    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
+    2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
+    2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
+)
+# fmt: on
+# Metric names (as whole words: "val_loss", "top1_err") that rank low-first.
+_LOWER_IS_BETTER = re.compile(r"(?<![a-z])(loss|error|err|rmse|mae|mse|ece)(?![a-z])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One leaderboard number: mean and 95 % half-width over the seeds of one configuration.
+
+    ``n_seeds`` is 0 when the store only held an aggregate row (its stored interval is used).
+    """
+
+    method: str
+    backbone: str
+    pretrain_data: str
+    eval_data: str
+    protocol: str
+    budget: str
+    metric: str
+    mean: float
+    interval: float | None
+    n_seeds: int
+
+    @property
+    def entry(self) -> tuple[str, str, str]:
+        """The leaderboard row this number belongs to: (method, backbone, pretrain data)."""
+        return self.method, self.backbone, self.pretrain_data
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its text, the value it sorts by (``None``: empty) and whether it is the best."""
+
+    text: str
+    sort: float | str | None
+    bold: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A rendered-format-independent table; ``better[i]`` is "high"/"low" for value columns, "" for labels."""
+
+    id: str
+    title: str
+    headers: tuple[str, ...]
+    better: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+
+
+def t_quantile_975(df: int) -> float:
+    """Student-t 0.975 quantile (95 % two-sided) for ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964  # Cornish-Fisher expansion around the normal quantile; error < 1e-4 for df > 30
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and 95 % t-interval half-width of per-seed values (``None`` with a single value)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def higher_is_better(metric: str) -> bool:
+    """Accuracy-like metrics rank high-first; losses and errors low-first."""
+    return not _LOWER_IS_BETTER.search(metric)
+
+
+def aggregate(rows: Iterable[ResultRow]) -> list[Aggregate]:
+    """Aggregate per-seed rows into one number per (entry, eval data, protocol, budget, metric).
+
+    A row recorded twice (same key) counts once, the later one winning. With at least two
+    per-seed rows the mean and t-interval are computed here; otherwise a stored aggregate row
+    (seed -1) is used; a single seed alone gives its value with no interval.
+    """
+    latest = {row_key(r): r for r in rows}
+    seeds: dict[tuple, list[float]] = defaultdict(list)
+    stored: dict[tuple, ResultRow] = {}
+    for r in latest.values():
+        group = (r.method, r.backbone, r.pretrain_data, r.eval_data, r.protocol, r.budget, r.metric)
+        if r.seed == AGGREGATE_SEED:
+            stored[group] = r
+        else:
+            seeds[group].append(r.value)
+    out = []
+    for group in sorted(seeds.keys() | stored.keys()):
+        values = seeds.get(group, [])
+        if len(values) < 2 and group in stored:
+            mean, interval, n = stored[group].value, stored[group].interval, 0
+        else:
+            (mean, interval), n = mean_interval(values), len(values)
+        out.append(Aggregate(*group, mean=mean, interval=interval, n_seeds=n))
+    return out
+
+
+def _protocol_rank(protocol: str) -> tuple[int, str]:
+    return (PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS)), protocol
+
+
+def _column_order(column: tuple[str, str, str]) -> tuple:
+    protocol, budget, metric = column
+    kind, amount = parse_budget(budget)
+    return _protocol_rank(protocol), ("per_class", "fraction", "none").index(kind), amount, metric.lower()
+
+
+def _entry_order(entry: tuple[str, str, str]) -> tuple:
+    method = entry[0]
+    rank = BASELINES.index(method) + 1 if method in BASELINES else 0
+    return rank, entry
+
+
+def _decimals(value: float) -> int:
+    return 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+
+
+def format_value(mean: float, interval: float | None) -> str:
+    """``mean ± interval`` with a precision that suits the metric's scale (fractions or percent)."""
+    if not math.isfinite(mean):
+        return str(mean)
+    d = _decimals(mean)
+    return f"{mean:.{d}f}" if interval is None else f"{mean:.{d}f} ± {interval:.{d}f}"
+
+
+def _value_cells(aggs: Sequence[Aggregate], better: str) -> list[Cell]:
+    """Cells of one column, the best mean (at display precision) in bold."""
+    shown = [round(a.mean, _decimals(a.mean)) for a in aggs if math.isfinite(a.mean)]
+    best = (max if better == "high" else min)(shown) if shown else None
+    return [
+        Cell(
+            format_value(a.mean, a.interval),
+            a.mean if math.isfinite(a.mean) else None,
+            bold=math.isfinite(a.mean) and round(a.mean, _decimals(a.mean)) == best,
+        )
+        for a in aggs
+    ]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
+
+
+def _table(table_id: str, title: str, aggs: Sequence[Aggregate]) -> Table:
+    columns = sorted({(a.protocol, a.budget, a.metric) for a in aggs}, key=_column_order)
+    entries = sorted({a.entry for a in aggs}, key=_entry_order)
+    by_cell = {(a.entry, (a.protocol, a.budget, a.metric)): a for a in aggs}
+    grid = {e: [Cell(part, part) for part in e] for e in entries}
+    better = []
+    for col in columns:
+        better.append("high" if higher_is_better(col[2]) else "low")
+        present = [e for e in entries if (e, col) in by_cell]
+        cells = dict(zip(present, _value_cells([by_cell[e, col] for e in present], better[-1]), strict=True))
+        for e in entries:
+            grid[e].append(cells.get(e, Cell("", None)))
+    headers = [" · ".join(p for p in col if p) for col in columns]
+    return Table(
+        table_id,
+        title,
+        (*LABEL_COLUMNS, *headers),
+        ("",) * len(LABEL_COLUMNS) + tuple(better),
+        tuple(tuple(grid[e]) for e in entries),
+    )
+
+
+def build_tables(aggs: Sequence[Aggregate]) -> list[Table]:
+    """One offline table per evaluation dataset, and a separate online-probe table where there is one."""
+    tables = []
+    for i, eval_data in enumerate(sorted({a.eval_data for a in aggs})):
+        mine = [a for a in aggs if a.eval_data == eval_data]
+        offline = [a for a in mine if a.protocol not in ONLINE_PROTOCOLS]
+        online = [a for a in mine if a.protocol in ONLINE_PROTOCOLS]
+        slug = _slug(eval_data)
+        if {t.id for t in tables} & {f"{slug}-offline", f"{slug}-online"}:  # "EuroSAT" and "eurosat"
+            slug = f"{slug}-{i}"
+        if offline:
+            tables.append(_table(f"{slug}-offline", f"{eval_data} — offline evaluation", offline))
+        if online:
+            title = f"{eval_data} — online probe during pretraining (not comparable with offline protocols)"
+            tables.append(_table(f"{slug}-online", title, online))
+    return tables
+
+
+def _md_text(cell: Cell) -> str:
+    text = cell.text.replace("|", "\\|")
+    return f"**{text}**" if cell.bold and text else text
+
+
+def render_markdown(tables: Sequence[Table], note: str, plots: Sequence[Plot], out_dir: Path) -> str:
+    """The whole LEADERBOARD.md: note, one section per table, then the plots."""
+    parts = ["# rsssl leaderboard", "", note, ""]
+    for table in tables:
+        parts += [f"## {table.title}", ""]
+        parts.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
+        parts.append("|" + "|".join("---" if b == "" else "---:" for b in table.better) + "|")
+        parts += ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in table.rows]
+        parts.append("")
+    if plots:
+        parts += ["## Label efficiency", ""]
+        parts += [f"![{p.title}]({p.path.relative_to(out_dir).as_posix()})" for p in plots]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def aggregates_csv(aggs: Sequence[Aggregate]) -> str:
+    """The aggregated numbers in long form (one row per leaderboard cell)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for a in aggs:
+        writer.writerow(
+            [
+                a.method,
+                a.backbone,
+                a.pretrain_data,
+                a.eval_data,
+                a.protocol,
+                a.budget,
+                a.metric,
+                repr(a.mean),
+                "" if a.interval is None else repr(a.interval),
+                a.n_seeds,
+            ]
+        )
+    return buf.getvalue()
+
+
+def _note(n_rows: int, source: str, command: str, generated_at: str) -> str:
+    return (
+        f"Generated by `{command}` at {generated_at} from {n_rows} rows of `{source}`. "
+        "Do not edit by hand: re-run the command.\n\n"
+        "Cells are mean ± 95 % t-interval half-width over seeds (seed counts in `leaderboard.csv`); "
+        "the best value of each column is in bold. Every header names its protocol; online-probe numbers "
+        f"(measured during pretraining) have their own tables. Baselines: {', '.join(BASELINES)}."
+    )
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write via a temporary file and rename, so a reader never sees a half-written page."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_leaderboard(
+    rows: Sequence[ResultRow],
+    out_dir: str | os.PathLike,
+    *,
+    source: str,
+    command: str,
+    plots: bool = True,
+    generated_at: str | None = None,
+) -> list[Path]:
+    """Write LEADERBOARD.md, leaderboard.csv, leaderboard.html (and plots/*.png); return the paths.
+
+    ``source`` and ``command`` only go into the note that says how the files were generated.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    aggs = aggregate(rows)
+    tables = build_tables(aggs)
+    figures = label_efficiency_plots(aggs, out / "plots") if plots else []
+    note = _note(len(rows), source, command, generated_at or utc_now())
+    images = [(p.path.relative_to(out).as_posix(), p.title) for p in figures]
+    written = [
+        _write_atomic(out / "LEADERBOARD.md", render_markdown(tables, note, figures, out)),
+        _write_atomic(out / "leaderboard.csv", aggregates_csv(aggs)),
+        _write_atomic(out / "leaderboard.html", render_html("rsssl leaderboard", note, tables, images)),
+    ]
+    return written + [p.path for p in figures]

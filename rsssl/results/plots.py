@@ -1,0 +1,103 @@
+"""Label-efficiency plots: the metric against the number of labels, one line per method.
+
+Each line carries its 95 % interval as a shaded band; baselines are dashed. Per-class budgets
+and label fractions never share an x axis, so they get separate figures.
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global
+backend switch), so this works headless and inside other programs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator
+
+from rsssl.results.store import BASELINES, parse_budget
+
+if TYPE_CHECKING:
+    from rsssl.results.leaderboard import Aggregate
+
+_X_LABELS = {"per_class": "labelled samples per class", "fraction": "labelled fraction of training set (%)"}
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A written figure and what it shows."""
+
+    path: Path
+    title: str
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _curves(aggs: Sequence[Aggregate]) -> dict[tuple, dict[tuple, list[tuple[float, Aggregate]]]]:
+    """Group by figure (eval data, protocol, metric, budget kind), then by line (method, backbone, data)."""
+    figures: dict[tuple, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
+    for a in aggs:
+        kind, amount = parse_budget(a.budget)
+        if kind != "none":
+            figures[a.eval_data, a.protocol, a.metric, kind][a.entry].append((amount, a))
+    return {
+        key: lines
+        for key, lines in figures.items()
+        if len({x for points in lines.values() for x, _ in points}) >= 2
+    }
+
+
+def _draw(title: str, kind: str, metric: str, lines: dict[tuple, list[tuple[float, Aggregate]]]) -> Figure:
+    fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xs = sorted({x for points in lines.values() for x, _ in points})
+    for entry in sorted(lines, key=lambda e: (e[0] in BASELINES, e)):
+        points = sorted(lines[entry], key=lambda p: p[0])
+        x = [p[0] for p in points]
+        y = [p[1].mean for p in points]
+        err = [p[1].interval or 0.0 for p in points]
+        style = "--" if entry[0] in BASELINES else "-"
+        (line,) = ax.plot(x, y, style, marker="o", label=" / ".join(entry))
+        ax.fill_between(
+            x,
+            [v - e for v, e in zip(y, err, strict=True)],
+            [v + e for v, e in zip(y, err, strict=True)],
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{x:g}" for x in xs])
+    ax.set_xlabel(_X_LABELS[kind])
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def label_efficiency_plots(aggs: Sequence[Aggregate], out_dir: Path) -> list[Plot]:
+    """Write one PNG per (eval data, protocol, metric, budget kind) with at least two budgets.
+
+    PNGs left in ``out_dir`` by an earlier run that this run does not draw are removed, so the
+    folder never shows a figure the current results no longer support.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for (eval_data, protocol, metric, kind), lines in sorted(_curves(aggs).items()):
+        title = f"{eval_data} · {protocol} · {metric}" + (" (label fractions)" if kind == "fraction" else "")
+        path = out_dir / f"{_slug(f'{eval_data}_{protocol}_{metric}_{kind}')}.png"
+        _draw(title, kind, metric, lines).savefig(path)
+        plots.append(Plot(path, title))
+    for stale in set(out_dir.glob("*.png")) - {p.path for p in plots}:
+        stale.unlink()
+    return plots
