@@ -94,7 +94,7 @@ def build_method(cfg: DictConfig, datamodule: RSDataModule) -> SSLMethod:
         bands=list(datamodule.bands),
         num_classes=datamodule.num_classes,
         batch_size=datamodule.batch_size,
-        _recursive_=False,
+        _convert_="all",
     )
     datamodule.require(method.required_keys)
     return method

@@ -64,7 +64,7 @@ class Scene(ABC):
 
     @abstractmethod
     def read_valid(self, window: Window) -> np.ndarray:
-        """Boolean h x w: True where every band holds data (not nodata / collar)."""
+        """Boolean h x w: True where the pixel holds data (not nodata / collar)."""
 
     def read_mask(self, window: Window) -> np.ndarray | None:
         """Per-pixel class ids (uint8, h x w) or None when the scene is unlabelled."""

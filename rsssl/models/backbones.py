@@ -66,12 +66,21 @@ def create_backbone(
         name, pretrained=False, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate, **kwargs
     )
     if weights:
-        state = load_state_dict_file(weights)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing:
-            raise ConfigError(
-                f"weights file {weights} does not fit backbone {name!r} with in_chans={in_chans}: "
-                f"missing {len(missing)} keys (e.g. {missing[0]}); export it from the same architecture"
-            )
-        del unexpected  # classifier heads of the file's model are not part of the backbone
+        load_weights(model, load_state_dict_file(weights), f"weights file {weights}", name, in_chans)
     return model
+
+
+def load_weights(model: nn.Module, state: dict, what: str, name: str, in_chans: int) -> None:
+    """Load a backbone state dict; keys the backbone lacks (a classifier head) are ignored."""
+    try:
+        missing, _ = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatch, e.g. another band count
+        raise ConfigError(
+            f"{what} does not fit backbone {name!r} with in_chans={in_chans}: "
+            f"{str(error).splitlines()[-1].strip()}; use weights of the same architecture and band count"
+        ) from None
+    if missing:
+        raise ConfigError(
+            f"{what} does not fit backbone {name!r} with in_chans={in_chans}: missing {len(missing)} keys "
+            f"(e.g. {missing[0]}); use weights of the same architecture and band count"
+        )

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from rsssl.models.backbones import ConfigError, create_backbone, load_state_dict_file
+from rsssl.models.backbones import ConfigError, create_backbone, load_state_dict_file, load_weights
 
 WEIGHTS_NAME = "encoder.safetensors"
 META_NAME = "encoder.json"
@@ -77,12 +77,7 @@ def load_encoder(weights_path: str | Path) -> tuple[nn.Module, dict]:
     meta = read_encoder_meta(weights_path)
     model = create_backbone(meta["timm_name"], in_chans=int(meta["in_chans"]), **meta.get("timm_kwargs", {}))
     state = load_state_dict_file(meta["weights_path"])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(
-            f"{meta['weights_path']} does not match {meta['timm_name']} with in_chans={meta['in_chans']}: "
-            f"{len(missing)} missing and {len(unexpected)} unexpected keys"
-        )
+    load_weights(model, state, meta["weights_path"], meta["timm_name"], int(meta["in_chans"]))
     return model, meta
 
 

@@ -1,0 +1,127 @@
+"""Bad input to rsssl-pretrain: a clear error naming the problem and the fix, nothing lost."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from rsssl.cli.pretrain import main
+
+TINY = [
+    "backbone=tiny",
+    "trainer=debug",
+    "data.num_workers=0",
+    "data.batch_size=8",
+]
+SYNTHETIC = ["data=synthetic", "data.source.size=128", "data.source.num_scenes=2", "data.source.val_scenes=1"]
+
+
+def run_cli(argv: list[str], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["rsssl-pretrain", *TINY, f"runs_dir={tmp_path / 'runs'}", f"data.stats_cache_dir={tmp_path / 'c'}", *argv],
+    )
+    main()
+
+
+def failing(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> str:
+    """Run the CLI expecting a clean failure; return what it printed on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(argv, tmp_path, monkeypatch)
+    assert exit_info.value.code != 0
+    return capsys.readouterr().err
+
+
+def write_tif(path: Path, pixels: np.ndarray, nodata: float | None = None) -> None:
+    with rasterio.open(
+        path, "w", driver="GTiff", height=pixels.shape[1], width=pixels.shape[2], count=pixels.shape[0],
+        dtype=pixels.dtype, crs="EPSG:32618", transform=from_origin(500000, 4000000, 5, 5), nodata=nodata,
+    ) as dst:
+        dst.write(pixels)
+
+
+def test_band_count_differs_from_in_chans(tmp_path, monkeypatch, capsys):
+    err = failing([*SYNTHETIC, "backbone.in_chans=3"], tmp_path, monkeypatch, capsys)
+    assert "backbone.in_chans=3" in err and "4 bands" in err and "data.bands" in err
+
+
+def test_tile_larger_than_scene(tmp_path, monkeypatch, capsys):
+    err = failing([*SYNTHETIC, "data.tile_size=256"], tmp_path, monkeypatch, capsys)
+    assert "smaller than the tile size 256" in err and "data.tile_size" in err
+
+
+def test_empty_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    err = failing(["data=geotiff", f"data.root={tmp_path / 'empty'}"], tmp_path, monkeypatch, capsys)
+    assert "empty" in err and ".tif" in err
+
+
+def test_truncated_file(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "scene.npz"
+    np.savez(source, image=np.ones((3, 64, 64), np.uint8))
+    data = source.read_bytes()
+    source.write_bytes(data[: len(data) // 2])
+    err = failing(["data=npz", f"data.path={source}", "data.tile_size=32"], tmp_path, monkeypatch, capsys)
+    assert "scene.npz" in err
+
+
+def test_scene_all_nodata(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "tifs"
+    folder.mkdir()
+    write_tif(folder / "blank.tif", np.zeros((4, 96, 96), np.uint16), nodata=0)
+    err = failing(["data=geotiff", f"data.root={folder}", "data.tile_size=32"], tmp_path, monkeypatch, capsys)
+    assert "blank" in err and "nodata" in err
+
+
+def test_nan_in_float_data(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "float.npz"
+    pixels = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    pixels[0, 3, 4] = np.nan
+    np.savez(source, image=pixels)
+    err = failing(["data=npz", f"data.path={source}", "data.tile_size=32"], tmp_path, monkeypatch, capsys)
+    assert "NaN" in err or "non-finite" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "listed"),
+    [("method=mocco", "moco"), ("data=synthetik", "synthetic"), ("backbone=resnet19", "resnet18")],
+)
+def test_unknown_names_list_the_choices(override, listed, tmp_path, monkeypatch, capsys):
+    err = failing([override], tmp_path, monkeypatch, capsys)
+    assert "Available options" in err and listed in err
+
+
+def test_unknown_timm_backbone_name(tmp_path, monkeypatch, capsys):
+    err = failing([*SYNTHETIC, "backbone.name=resnet19"], tmp_path, monkeypatch, capsys)
+    assert "unknown backbone 'resnet19'" in err and "resnet18" in err
+
+
+def test_resume_without_checkpoint(tmp_path, monkeypatch, capsys):
+    err = failing([*SYNTHETIC, "resume=true"], tmp_path, monkeypatch, capsys)
+    assert "resume=true" in err and "last.ckpt" in err
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_resume_continues_and_failures_lose_nothing(tmp_path, monkeypatch, capsys):
+    run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=2"], tmp_path, monkeypatch)
+    (first,) = [p.parent for p in (tmp_path / "runs").glob("*/*/last.ckpt")]
+    before = _digest(first)
+    failing([*SYNTHETIC, "method=moco", "backbone.in_chans=7"], tmp_path, monkeypatch, capsys)
+    run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=4", "resume=true"], tmp_path, monkeypatch)
+    assert _digest(first) == before, "a later run changed the files of an earlier one"
+    runs = sorted(p.parent for p in (tmp_path / "runs").glob("*/*/last.ckpt"))
+    assert len(runs) == 2
+    import torch
+
+    resumed = torch.load(runs[-1] / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["global_step"] == 4  # 2 steps from the first run + 2 more

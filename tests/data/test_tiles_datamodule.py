@@ -1,0 +1,152 @@
+"""Tile index, band statistics and the datamodule: uint until the device, stats from the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rsssl.data.datamodule import RSDataModule, resolve_bands
+from rsssl.data.scene import ArrayScene, DataError
+from rsssl.data.sources import GeoTiffSource, NpzSource, Source, SyntheticSource
+from rsssl.data.stats import cached_band_stats, compute_band_stats
+from rsssl.data.tiles import TileDataset, build_tile_index
+
+
+class ListSource(Source):
+    """Scenes given in memory, for tests."""
+
+    def __init__(self, scenes):
+        self.scenes = scenes
+
+    def load(self):
+        return self.scenes
+
+    def describe(self):
+        return {"test": [s.name for s in self.scenes]}
+
+
+def scene(name="s", bands=3, size=64, dtype=np.uint16, valid=None, mask=None, seed=0):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(100, 5000, size=(bands, size, size)).astype(dtype)
+    names = ("a", "b", "c") if mask is not None else None
+    return ArrayScene(name, pixels, valid=valid, mask=mask, class_names=names)
+
+
+def test_index_skips_collar_and_covers_edges():
+    valid = np.ones((64, 64), bool)
+    valid[:, :20] = False  # collar on the left
+    index = build_tile_index([scene(size=64, valid=valid)], tile_size=16, min_valid=0.9)
+    assert index.col.min() >= 20 - 16 // 4  # no tile mostly in the collar (overview at 1/4 of the tile)
+    assert index.row.max() == 64 - 16 and index.col.max() == 64 - 16  # last tile flush with the edge
+    assert not index.labelled
+
+
+def test_majority_labels():
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, 16:] = 2
+    mask[:16, :] = 1
+    index = build_tile_index([scene(size=32, mask=mask)], tile_size=16)
+    labels = {(int(r), int(c)): int(lab) for r, c, lab in zip(index.row, index.col, index.label)}
+    assert labels == {(0, 0): 1, (0, 16): 1, (16, 0): 0, (16, 16): 2}
+
+
+def test_dataset_keeps_uint_and_positions():
+    s = ArrayScene("geo", np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32), transform=(10, 0, 1000, 0, -10, 5000))
+    index = build_tile_index([s], tile_size=16)
+    sample = TileDataset([s], index)[1]
+    assert sample["image"].dtype == torch.uint16
+    row, col = sample["pixel"].tolist()
+    assert torch.equal(sample["image"], torch.from_numpy(s.images[0, :, row : row + 16, col : col + 16].copy()))
+    assert sample["pos"].tolist() == [1000 + 10 * (col + 8), 5000 - 10 * (row + 8)]
+
+
+def test_band_stats_match_numpy_over_valid_pixels():
+    valid = np.ones((64, 64), bool)
+    valid[:8] = False
+    scenes = [scene(size=64, valid=valid, seed=1), scene("t", size=64, seed=2)]
+    index = build_tile_index(scenes, tile_size=16, min_valid=0.0)
+    stats = compute_band_stats(scenes, index, max_tiles=10_000)
+    pixels = []
+    for i in range(len(index)):
+        sc = scenes[index.scene[i]]
+        r, c = index.row[i], index.col[i]
+        tile, ok = sc.images[0, :, r : r + 16, c : c + 16], sc.valid_overview(1)[r : r + 16, c : c + 16]
+        pixels.append(tile[:, ok].astype(np.float64))
+    everything = np.concatenate(pixels, axis=1)
+    np.testing.assert_allclose(stats.mean, everything.mean(1), rtol=1e-9)
+    np.testing.assert_allclose(stats.std, everything.std(1), rtol=1e-9)
+
+
+def test_stats_cache_is_reused(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return compute_band_stats([scene()], build_tile_index([scene()], 16))
+
+    first = cached_band_stats(tmp_path, {"x": 1}, compute)
+    second = cached_band_stats(tmp_path, {"x": 1}, compute)
+    assert first == second and len(calls) == 1
+    cached_band_stats(tmp_path, {"x": 2}, compute)
+    assert len(calls) == 2
+
+
+def test_datamodule_batches_stay_uint_until_device_then_normalised(tmp_path):
+    dm = RSDataModule(SyntheticSource(num_scenes=2, size=128, num_bands=5), tile_size=32, batch_size=8,
+                      num_workers=0, stats_cache_dir=str(tmp_path))
+    dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype == torch.uint16 and batch["image"].shape == (8, 5, 32, 32)
+    assert batch["label"].dtype == torch.int64
+    out = dm.on_after_batch_transfer(dict(batch), 0)
+    assert out["image"].dtype == torch.float32
+    expected = (batch["image"].float() - torch.tensor(dm.stats.mean).view(1, -1, 1, 1)) / torch.tensor(
+        dm.stats.std
+    ).view(1, -1, 1, 1)
+    torch.testing.assert_close(out["image"], expected)
+    assert dm.num_classes == 6 and dm.val_dataloader() != []
+    assert dm.info()["bands"] == list(dm.bands) and len(dm.info()["mean"]) == 5
+
+
+def test_band_selection_by_name(tmp_path):
+    dm = RSDataModule(SyntheticSource(num_scenes=2, size=64, num_bands=4), tile_size=32, batch_size=2,
+                      num_workers=0, stats_cache_dir=None, bands=["nir", "red"])
+    dm.prepare()
+    full = dm.train_scenes[0].images[0]
+    sample = dm.train_dataloader().dataset[0]
+    r, c = sample["pixel"].tolist()
+    np.testing.assert_array_equal(sample["image"].numpy(), full[[3, 0], r : r + 32, c : c + 32])
+    with pytest.raises(DataError, match="no band 'swir'"):
+        resolve_bands(dm.train_scenes, ["swir"])
+
+
+def test_mixed_band_counts_need_selection():
+    with pytest.raises(DataError, match="different band counts"):
+        resolve_bands([scene(bands=3), scene("t", bands=4)], None)
+
+
+def test_too_few_tiles_for_a_batch(tmp_path):
+    dm = RSDataModule(ListSource([scene(size=32)]), tile_size=16, batch_size=64, num_workers=0, stats_cache_dir=None)
+    dm.prepare()
+    with pytest.raises(DataError, match="fewer than one batch"):
+        dm.train_dataloader()
+
+
+@pytest.mark.parametrize("folder", ["geotiff/landsat8", "geotiff/rgbn"])
+def test_real_geotiff_folders_give_uint_batches(data_dir, folder, tmp_path):
+    dm = RSDataModule(GeoTiffSource(str(data_dir / folder)), tile_size=64, batch_size=4, num_workers=0,
+                      stats_cache_dir=str(tmp_path))
+    dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].dtype in (torch.uint8, torch.uint16)
+    assert (batch["image"].int().flatten(1) > 0).float().mean() > 0.5  # collar tiles were skipped
+    assert all(s > 0 for s in dm.stats.std)
+
+
+def test_real_npz_scene(data_dir, tmp_path):
+    dm = RSDataModule(NpzSource(str(data_dir / "landsat7_rgb_scene.npz")), tile_size=64, batch_size=4,
+                      num_workers=0, stats_cache_dir=str(tmp_path))
+    dm.prepare()
+    assert dm.bands == ("red", "green", "blue") or len(dm.bands) == 3
+    assert len(dm.train_index) > 20
