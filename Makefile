@@ -8,7 +8,7 @@ RSSSL_DATA_DIR ?= $(abspath ../shared/data)
 export RSSSL_DATA_DIR
 PYTEST_ARGS ?=
 
-.PHONY: install test demo lint format clean bench
+.PHONY: install test test-gpu demo lint format clean bench
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+# Checks that need a CUDA device (run them on a GPU machine).
+test-gpu: install
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
