@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     result = subprocess.run(command)
     summaries = latest_summaries(args.runs_dir, start)
     print()
-    print(f"rsssl demo: synthetic scenes, ResNet-18, {args.epochs} epochs on CPU ({time.time() - start:.0f} s)")
+    print(
+        f"rsssl demo: synthetic scenes, ResNet-18, {args.epochs} epochs on CPU ({time.time() - start:.0f} s)"
+    )
     print(format_table(summaries))
     return result.returncode or (0 if len(summaries) == len(METHODS) else 1)
 

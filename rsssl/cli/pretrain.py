@@ -25,11 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsssl.cli import CONF_DIR
 from rsssl.cli.callbacks import ThroughputMonitor
+from rsssl.cli.evaluate import evaluate_encoder
+from rsssl.cli.hydra_callbacks import regenerate_leaderboard
 from rsssl.data.datamodule import RSDataModule
 from rsssl.data.scene import DataError
+from rsssl.eval.suite import git_commit
 from rsssl.methods.base import SSLMethod
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import save_encoder
+from rsssl.results.store import ResultRow, append_rows
 
 DATAMODULE_KEYS = (
     "name",
@@ -47,7 +51,17 @@ DATAMODULE_KEYS = (
 def config_hash(cfg: DictConfig) -> str:
     """Short hash of what defines the experiment (not where it runs or whether it resumes)."""
     content = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("resume", "runs_dir", "trainer", "logger"):
+    for key in (
+        "resume",
+        "runs_dir",
+        "trainer",
+        "logger",
+        "callbacks",
+        "results",
+        "leaderboard_dir",
+        "device",
+        "features_cache_dir",
+    ):
         content.pop(key, None)
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -110,7 +124,8 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
             raise ConfigError(f"resume={path}: no such checkpoint file")
         return path
     candidates = sorted(
-        (p for p in run_dir.parent.glob("*/last.ckpt") if p.parent != run_dir), key=lambda p: p.stat().st_mtime
+        (p for p in run_dir.parent.glob("*/last.ckpt") if p.parent != run_dir),
+        key=lambda p: p.stat().st_mtime,
     )
     if not candidates:
         raise ConfigError(
@@ -131,7 +146,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
             )
         )
     elif kind == "tensorboard":
-        loggers.append(L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+        loggers.append(
+            L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+        )
     elif kind != "csv":
         raise ConfigError(f"unknown logger {kind!r}: choose csv, wandb or tensorboard")
     return loggers
@@ -168,6 +185,28 @@ def write_summary(run_dir: Path, trainer: L.Trainer, method: SSLMethod, cfg: Dic
     return summary
 
 
+def record_online_probe(cfg: DictConfig, summary: dict, meta: dict) -> None:
+    """The online probe's validation accuracy, as its own protocol (never mixed with offline ones)."""
+    accuracy = summary["metrics"].get("val/probe_acc")
+    if accuracy is None:
+        return
+    row = ResultRow(
+        run_id=meta["run_dir"],
+        method=cfg.method.name,
+        backbone=cfg.backbone.name,
+        pretrain_data=cfg.data.name,
+        eval_data=cfg.data.name,
+        protocol="online_linear",
+        budget="100%",
+        seed=int(cfg.seed),
+        metric="oa",
+        value=float(accuracy),
+        config_hash=meta["config_hash"],
+        git_commit=git_commit(),
+    )
+    append_rows(Path(cfg.results), [row], skip_existing=True)
+
+
 def run(cfg: DictConfig) -> dict:
     """Pretrain as configured; returns the run summary."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -189,10 +228,16 @@ def run(cfg: DictConfig) -> dict:
         "run_dir": str(run_dir),
         **datamodule.info(),
     }
-    if trainer.is_global_zero:
-        save_encoder(method.backbone, run_dir, meta)
+    if not trainer.is_global_zero:
+        return {}
+    weights = save_encoder(method.backbone, run_dir, meta)
     summary = write_summary(run_dir, trainer, method, cfg)
     print(f"run folder: {run_dir}")
+    if cfg.get("eval") is not None:
+        record_online_probe(cfg, summary, meta)
+        evaluate_encoder(cfg, str(weights))
+        if HydraConfig.get().mode.name != "MULTIRUN":  # a sweep renders it once, at its end
+            regenerate_leaderboard(cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... +eval=...")
     return summary
 
 

@@ -22,7 +22,9 @@ from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
 IMAGE_KEYS = ("image", "neighbor", "other_time")
 
 
-def resolve_bands(scenes: Sequence[Scene], wanted: Sequence[str] | None) -> tuple[tuple[str, ...], list[int] | None]:
+def resolve_bands(
+    scenes: Sequence[Scene], wanted: Sequence[str] | None
+) -> tuple[tuple[str, ...], list[int] | None]:
     """Check all scenes share their bands and pick `wanted` by name; returns names and indices."""
     first = scenes[0]
     for scene in scenes[1:]:
@@ -45,7 +47,9 @@ def resolve_bands(scenes: Sequence[Scene], wanted: Sequence[str] | None) -> tupl
             )
         indices.append([scene.bands.index(b) for b in wanted])
     if any(ix != indices[0] for ix in indices):
-        raise DataError("the selected bands sit at different positions in different scenes; not supported yet")
+        raise DataError(
+            "the selected bands sit at different positions in different scenes; not supported yet"
+        )
     return tuple(wanted), indices[0]
 
 
@@ -116,7 +120,9 @@ class RSDataModule(L.LightningDataModule):
         return cached_band_stats(
             self.stats_cache_dir,
             description,
-            lambda: compute_band_stats(self.train_scenes, self.train_index, self.band_indices, self.stats_tiles),
+            lambda: compute_band_stats(
+                self.train_scenes, self.train_index, self.band_indices, self.stats_tiles
+            ),
         )
 
     def setup(self, stage: str | None = None) -> None:

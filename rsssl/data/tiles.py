@@ -141,5 +141,7 @@ class TileDataset(Dataset):
             sample["label"] = torch.tensor(int(self.index.label[i]))
         if self.with_mask:
             size = self.index.tile_size
-            sample["mask"] = torch.from_numpy(np.ascontiguousarray(scene.read_mask(Window(row, col, size, size))))
+            sample["mask"] = torch.from_numpy(
+                np.ascontiguousarray(scene.read_mask(Window(row, col, size, size)))
+            )
         return sample

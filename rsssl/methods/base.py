@@ -141,7 +141,9 @@ class SSLMethod(L.LightningModule):
         if not pairs:
             return
         total = max(1, self.trainer.estimated_stepping_batches)
-        self.current_momentum = cosine_ramp(self.ema_cfg["base"], self.ema_cfg["final"], self.global_step / total)
+        self.current_momentum = cosine_ramp(
+            self.ema_cfg["base"], self.ema_cfg["final"], self.global_step / total
+        )
         for online, target in pairs:
             ema_update(online, target, self.current_momentum)
 
@@ -178,7 +180,9 @@ class SSLMethod(L.LightningModule):
             raise ConfigError(f"unknown optimizer {cfg['name']!r}: choose sgd, adam or adamw")
         total = max(1, self.trainer.estimated_stepping_batches)
         warmup = int(cfg["warmup"] * total)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, total, warmup)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

@@ -39,7 +39,9 @@ def save_encoder(backbone: nn.Module, folder: str | Path, meta: dict) -> Path:
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in backbone.state_dict().items()}
     weights, tmp_weights = folder / WEIGHTS_NAME, folder / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp_weights))
-    record = dict(meta, num_features=int(getattr(backbone, "num_features", 0)), sha256=file_sha256(tmp_weights))
+    record = dict(
+        meta, num_features=int(getattr(backbone, "num_features", 0)), sha256=file_sha256(tmp_weights)
+    )
     tmp_meta = folder / (META_NAME + ".tmp")
     tmp_meta.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp_weights, weights)
@@ -90,7 +92,9 @@ def check_band_count(meta: dict, data_bands: int) -> None:
         )
 
 
-def normalisation_tensors(meta: dict, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def normalisation_tensors(
+    meta: dict, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(meta["mean"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std = torch.tensor(meta["std"], dtype=torch.float32, device=device).view(1, -1, 1, 1)
     return mean, std

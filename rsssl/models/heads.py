@@ -5,7 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = False) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, batch_norm: bool = False
+) -> nn.Sequential:
     """Linear-(BN)-ReLU blocks ending in a plain Linear; `num_layers=1` is a single linear map."""
     layers: list[nn.Module] = []
     dim = in_dim

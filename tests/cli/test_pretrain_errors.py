@@ -26,7 +26,13 @@ def run_cli(argv: list[str], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(
         sys,
         "argv",
-        ["rsssl-pretrain", *TINY, f"runs_dir={tmp_path / 'runs'}", f"data.stats_cache_dir={tmp_path / 'c'}", *argv],
+        [
+            "rsssl-pretrain",
+            *TINY,
+            f"runs_dir={tmp_path / 'runs'}",
+            f"data.stats_cache_dir={tmp_path / 'c'}",
+            *argv,
+        ],
     )
     main()
 
@@ -41,8 +47,16 @@ def failing(argv: list[str], tmp_path: Path, monkeypatch, capsys) -> str:
 
 def write_tif(path: Path, pixels: np.ndarray, nodata: float | None = None) -> None:
     with rasterio.open(
-        path, "w", driver="GTiff", height=pixels.shape[1], width=pixels.shape[2], count=pixels.shape[0],
-        dtype=pixels.dtype, crs="EPSG:32618", transform=from_origin(500000, 4000000, 5, 5), nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        height=pixels.shape[1],
+        width=pixels.shape[2],
+        count=pixels.shape[0],
+        dtype=pixels.dtype,
+        crs="EPSG:32618",
+        transform=from_origin(500000, 4000000, 5, 5),
+        nodata=nodata,
     ) as dst:
         dst.write(pixels)
 
@@ -109,7 +123,9 @@ def test_resume_without_checkpoint(tmp_path, monkeypatch, capsys):
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 def test_resume_continues_and_failures_lose_nothing(tmp_path, monkeypatch, capsys):

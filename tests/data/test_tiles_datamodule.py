@@ -52,12 +52,18 @@ def test_majority_labels():
 
 
 def test_dataset_keeps_uint_and_positions():
-    s = ArrayScene("geo", np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32), transform=(10, 0, 1000, 0, -10, 5000))
+    s = ArrayScene(
+        "geo",
+        np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32),
+        transform=(10, 0, 1000, 0, -10, 5000),
+    )
     index = build_tile_index([s], tile_size=16)
     sample = TileDataset([s], index)[1]
     assert sample["image"].dtype == torch.uint16
     row, col = sample["pixel"].tolist()
-    assert torch.equal(sample["image"], torch.from_numpy(s.images[0, :, row : row + 16, col : col + 16].copy()))
+    assert torch.equal(
+        sample["image"], torch.from_numpy(s.images[0, :, row : row + 16, col : col + 16].copy())
+    )
     assert sample["pos"].tolist() == [1000 + 10 * (col + 8), 5000 - 10 * (row + 8)]
 
 
@@ -93,8 +99,13 @@ def test_stats_cache_is_reused(tmp_path):
 
 
 def test_datamodule_batches_stay_uint_until_device_then_normalised(tmp_path):
-    dm = RSDataModule(SyntheticSource(num_scenes=2, size=128, num_bands=5), tile_size=32, batch_size=8,
-                      num_workers=0, stats_cache_dir=str(tmp_path))
+    dm = RSDataModule(
+        SyntheticSource(num_scenes=2, size=128, num_bands=5),
+        tile_size=32,
+        batch_size=8,
+        num_workers=0,
+        stats_cache_dir=str(tmp_path),
+    )
     dm.prepare()
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype == torch.uint16 and batch["image"].shape == (8, 5, 32, 32)
@@ -110,8 +121,14 @@ def test_datamodule_batches_stay_uint_until_device_then_normalised(tmp_path):
 
 
 def test_band_selection_by_name(tmp_path):
-    dm = RSDataModule(SyntheticSource(num_scenes=2, size=64, num_bands=4), tile_size=32, batch_size=2,
-                      num_workers=0, stats_cache_dir=None, bands=["nir", "red"])
+    dm = RSDataModule(
+        SyntheticSource(num_scenes=2, size=64, num_bands=4),
+        tile_size=32,
+        batch_size=2,
+        num_workers=0,
+        stats_cache_dir=None,
+        bands=["nir", "red"],
+    )
     dm.prepare()
     full = dm.train_scenes[0].images[0]
     sample = dm.train_dataloader().dataset[0]
@@ -127,7 +144,9 @@ def test_mixed_band_counts_need_selection():
 
 
 def test_too_few_tiles_for_a_batch(tmp_path):
-    dm = RSDataModule(ListSource([scene(size=32)]), tile_size=16, batch_size=64, num_workers=0, stats_cache_dir=None)
+    dm = RSDataModule(
+        ListSource([scene(size=32)]), tile_size=16, batch_size=64, num_workers=0, stats_cache_dir=None
+    )
     dm.prepare()
     with pytest.raises(DataError, match="fewer than one batch"):
         dm.train_dataloader()
@@ -135,8 +154,13 @@ def test_too_few_tiles_for_a_batch(tmp_path):
 
 @pytest.mark.parametrize("folder", ["geotiff/landsat8", "geotiff/rgbn"])
 def test_real_geotiff_folders_give_uint_batches(data_dir, folder, tmp_path):
-    dm = RSDataModule(GeoTiffSource(str(data_dir / folder)), tile_size=64, batch_size=4, num_workers=0,
-                      stats_cache_dir=str(tmp_path))
+    dm = RSDataModule(
+        GeoTiffSource(str(data_dir / folder)),
+        tile_size=64,
+        batch_size=4,
+        num_workers=0,
+        stats_cache_dir=str(tmp_path),
+    )
     dm.prepare()
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].dtype in (torch.uint8, torch.uint16)
@@ -145,8 +169,13 @@ def test_real_geotiff_folders_give_uint_batches(data_dir, folder, tmp_path):
 
 
 def test_real_npz_scene(data_dir, tmp_path):
-    dm = RSDataModule(NpzSource(str(data_dir / "landsat7_rgb_scene.npz")), tile_size=64, batch_size=4,
-                      num_workers=0, stats_cache_dir=str(tmp_path))
+    dm = RSDataModule(
+        NpzSource(str(data_dir / "landsat7_rgb_scene.npz")),
+        tile_size=64,
+        batch_size=4,
+        num_workers=0,
+        stats_cache_dir=str(tmp_path),
+    )
     dm.prepare()
     assert dm.bands == ("red", "green", "blue") or len(dm.bands) == 3
     assert len(dm.train_index) > 20

@@ -12,8 +12,14 @@ from safetensors.torch import load_file
 from rsssl.models.backbones import ConfigError, create_backbone
 from rsssl.models.export import check_band_count, load_encoder, save_encoder
 
-META = {"timm_name": "test_resnet", "in_chans": 5, "bands": list("abcde"), "mean": [0.0] * 5, "std": [1.0] * 5,
-        "method": "moco"}
+META = {
+    "timm_name": "test_resnet",
+    "in_chans": 5,
+    "bands": list("abcde"),
+    "mean": [0.0] * 5,
+    "std": [1.0] * 5,
+    "method": "moco",
+}
 
 
 def test_export_loads_into_plain_timm(tmp_path):

@@ -1,0 +1,81 @@
+"""`rsssl-eval`: judge an exported encoder (and the baselines) with the common protocols.
+
+    rsssl-eval encoder=runs/.../encoder.safetensors eval=classification data=synthetic
+    rsssl-eval encoder=... eval=segmentation data=npz_segmentation \
+        data.path=$RSSSL_DATA_DIR/deepforest_treecrowns_dev.npz
+
+Rows go to the results store (`results=results/results.csv`); `rsssl-leaderboard` renders them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rsssl.cli import CONF_DIR
+from rsssl.data.scene import DataError
+from rsssl.eval.data import EvalDataset
+from rsssl.eval.suite import Suite, baseline_candidates, encoder_candidate
+from rsssl.models.backbones import ConfigError
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def build_eval_sets(data_cfg: DictConfig, eval_cfg: DictConfig) -> list[EvalDataset]:
+    """The labelled sets the eval config asks for: the data config's own, plus `extra_sets`."""
+    own = data_cfg.get("eval_sets") or {}
+    sets = []
+    for task in eval_cfg.tasks:
+        if task not in own:
+            raise ConfigError(
+                f"data={data_cfg.name} has no {task} evaluation set; use a data config that has one "
+                f"(synthetic, imagefolder, npz_segmentation, torchgeo_*) or drop {task} from eval.tasks"
+            )
+        sets.append(instantiate(own[task]))
+    for node in (eval_cfg.get("extra_sets") or {}).values():
+        sets.append(instantiate(node))
+    return sets
+
+
+def make_suite(cfg: DictConfig) -> Suite:
+    settings = OmegaConf.to_container(cfg.eval, resolve=True)
+    return Suite(
+        results=cfg.results,
+        classification=settings.get("classification", {}),
+        segmentation=settings.get("segmentation", {}),
+        device=resolve_device(cfg.device),
+        cache_dir=cfg.get("features_cache_dir"),
+    )
+
+
+def evaluate_encoder(cfg: DictConfig, weights_path: str) -> dict[str, float]:
+    """Evaluate one encoder and, if asked, the baselines; returns seconds per candidate."""
+    candidate = encoder_candidate(weights_path)
+    candidates = [candidate] + (baseline_candidates(candidate.meta) if cfg.eval.baselines else [])
+    datasets = build_eval_sets(cfg.data, cfg.eval)
+    seconds = make_suite(cfg).evaluate(candidates, datasets)
+    for run_id, spent in seconds.items():
+        print(f"suite time {spent:6.1f} s  {run_id}")
+    print(f"results: {cfg.results}")
+    return seconds
+
+
+@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate_encoder(cfg, cfg.encoder)
+    except (DataError, ConfigError) as error:
+        print(f"rsssl-eval: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

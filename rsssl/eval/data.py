@@ -1,0 +1,78 @@
+"""Labelled evaluation sets: what every downstream protocol reads.
+
+An evaluation set is held as uint arrays (N x C x H x W) with a label per image
+(classification) or a mask per image (segmentation), split into train and test. Pixels stay
+unsigned integers until they reach the device, where the encoder's own statistics (from
+`encoder.json`) normalise them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rsssl.data.scene import DataError
+
+
+@dataclass
+class EvalSplit:
+    """One split: images N x C x H x W (uint), and labels (N,) or masks (N x H x W)."""
+
+    images: np.ndarray
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: np.ndarray) -> EvalSplit:
+        return EvalSplit(self.images[indices], self.targets[indices])
+
+
+@dataclass
+class EvalDataset:
+    """A labelled set for one task: `classification` (targets are labels) or `segmentation`."""
+
+    name: str
+    task: str
+    bands: tuple[str, ...]
+    class_names: tuple[str, ...]
+    train: EvalSplit
+    test: EvalSplit
+    ignore_index: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def check(self) -> EvalDataset:
+        """Reject sets that no protocol can use, naming the problem."""
+        if self.task not in ("classification", "segmentation"):
+            raise DataError(f"evaluation set {self.name!r}: unknown task {self.task!r}")
+        for split_name, split in (("train", self.train), ("test", self.test)):
+            if len(split) == 0:
+                raise DataError(f"evaluation set {self.name!r} has an empty {split_name} split")
+            if split.images.ndim != 4 or split.images.shape[1] != len(self.bands):
+                raise DataError(
+                    f"evaluation set {self.name!r} {split_name} images have shape {split.images.shape}; "
+                    f"expected N x {len(self.bands)} x H x W"
+                )
+        if self.task == "classification":
+            present = set(np.unique(self.train.targets).tolist())
+            empty = [n for i, n in enumerate(self.class_names) if i not in present]
+            if empty:
+                raise DataError(
+                    f"evaluation set {self.name!r}: class {', '.join(map(repr, empty))} has no training "
+                    "sample; add samples or drop the class"
+                )
+        return self
+
+
+def to_device_batches(images: np.ndarray, batch_size: int, device: torch.device | str):
+    """Yield uint batches moved to `device` (pinned when the device is a GPU)."""
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        if torch.device(device).type == "cuda":
+            batch = batch.pin_memory()
+        yield batch.to(device, non_blocking=True)
