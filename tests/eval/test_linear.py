@@ -1,0 +1,167 @@
+"""Linear probe: same objective and accuracy as scikit-learn, faster, and a sensible l2 choice."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
+
+from rsssl.eval.linear import (
+    DEFAULT_L2_GRID,
+    fit_linear_probe,
+    fit_logistic_regression,
+    sklearn_c,
+    split_train_val,
+    standardisation,
+)
+
+NUM_CLASSES, DIM = 10, 128
+
+
+def overlapping_blobs(n_train: int, n_test: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """10 Gaussian blobs in 128-d with overlapping classes (linear accuracy ~85 %)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 0.25 * torch.randn(NUM_CLASSES, DIM, generator=g)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        return centres[y] + torch.randn(n, DIM, generator=g) + 0.5, y
+
+    return (*draw(n_train), *draw(n_test))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Run on one thread (torch and BLAS): the test machine is shared, and two spinning threads
+    on two busy cores are far slower than one; timings also compare implementations, not threading."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def blobs() -> tuple[torch.Tensor, ...]:
+    return overlapping_blobs(5000, 2000)
+
+
+@pytest.fixture(scope="module")
+def probe(blobs):
+    train_x, train_y, _, _ = blobs
+    train_idx, val_idx = split_train_val(train_y, 0.2, seed=0)
+    return fit_linear_probe(
+        train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx], NUM_CLASSES
+    )
+
+
+def objective(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l2: float) -> float:
+    return (F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.square().sum()).item()
+
+
+def best_times(ours, theirs, repeats: int = 5) -> tuple[float, float]:
+    """Best-of-`repeats` seconds of each, the runs interleaved so a burst of load hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, record in zip((ours, theirs), times, strict=True):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return min(times[0]), min(times[1])
+
+
+def test_same_solution_as_sklearn_at_the_mapped_c(blobs):
+    train_x, train_y, _, _ = blobs
+    x = train_x.double()
+    mean, std = standardisation(x)
+    x = (x - mean) / std
+    l2 = 1e-2
+    weight, bias = fit_logistic_regression(x, train_y, NUM_CLASSES, l2, max_iter=500, tol=1e-6)
+    sk = LogisticRegression(C=sklearn_c(l2, len(x)), tol=1e-6, max_iter=500).fit(x.numpy(), train_y.numpy())
+    sk_weight, sk_bias = torch.from_numpy(sk.coef_), torch.from_numpy(sk.intercept_)
+    # Same minimiser: the C mapping is right (a wrong C moves the weights by far more than this).
+    torch.testing.assert_close(weight, sk_weight, atol=1e-4, rtol=0)
+    assert abs(objective(x, train_y, weight, bias, l2) - objective(x, train_y, sk_weight, sk_bias, l2)) < 1e-8
+    # The bias is unpenalised and the softmax is shift-invariant: compare centred biases.
+    torch.testing.assert_close(bias - bias.mean(), sk_bias - sk_bias.mean(), atol=1e-4, rtol=0)
+
+
+def test_probe_accuracy_matches_sklearn(blobs, probe):
+    train_x, train_y, test_x, test_y = blobs
+    # The probe's final fit is on train+val standardised with their statistics: give sklearn the same.
+    x = ((train_x - probe.mean) / probe.std).numpy()
+    sk = LogisticRegression(C=sklearn_c(probe.l2, len(x)), max_iter=200).fit(x, train_y.numpy())
+    acc_sk = sk.score(((test_x - probe.mean) / probe.std).numpy(), test_y.numpy())
+    acc_ours = (probe.predict(test_x) == test_y).float().mean().item()
+    print(
+        f"linear probe: l2={probe.l2:g} (C={sklearn_c(probe.l2, len(x)):g}), test accuracy ours "
+        f"{acc_ours:.4f}, sklearn {acc_sk:.4f}; val accuracy per l2 "
+        + ", ".join(f"{l2:g}:{a:.3f}" for l2, a in zip(probe.l2_grid, probe.val_accuracy, strict=True))
+    )
+    assert abs(acc_ours - acc_sk) <= 0.01
+    assert acc_ours > 0.75
+
+
+def test_faster_than_sklearn(blobs, probe):
+    train_x, train_y, _, _ = blobs
+    mean, std = standardisation(train_x)
+    x = (train_x - mean) / std
+    x_np, y_np, c = x.numpy(), train_y.numpy(), sklearn_c(probe.l2, len(x))
+    ours, theirs = best_times(
+        lambda: fit_logistic_regression(x, train_y, NUM_CLASSES, probe.l2, max_iter=200),
+        lambda: LogisticRegression(C=c, max_iter=200).fit(x_np, y_np),
+    )
+    print(f"logistic regression 5000x128, 1 thread: ours {ours * 1e3:.1f} ms, sklearn {theirs * 1e3:.1f} ms")
+    assert ours < theirs
+
+
+def test_probe_records_the_grid_and_scores_raw_features(probe, blobs):
+    _, _, test_x, _ = blobs
+    assert probe.l2_grid == sorted(DEFAULT_L2_GRID, reverse=True)
+    assert len(probe.val_accuracy) == len(probe.val_loss) == len(DEFAULT_L2_GRID)
+    assert probe.l2 in probe.l2_grid
+    best = max(probe.val_accuracy)
+    assert probe.val_accuracy[probe.l2_grid.index(probe.l2)] == best
+    scores = probe.predict_scores(test_x)
+    assert scores.shape == (len(test_x), NUM_CLASSES) and torch.isfinite(scores).all()
+
+
+def test_l2_choice_strong_on_tiny_noisy_weak_on_large_clean():
+    g = torch.Generator().manual_seed(0)
+    # Tiny and noisy: 20 samples per class in 300-d, one weakly informative feature.
+    y = torch.arange(40) % 2
+    x = torch.randn(40, 300, generator=g)
+    x[:, 0] += 2.0 * y - 1.0
+    train, val = split_train_val(y, 0.5, seed=0)
+    tiny = fit_linear_probe(x[train], y[train], x[val], y[val], 2)
+    # Large and clean: labels are the argmax of a linear teacher, no noise.
+    teacher = torch.randn(4, 16, generator=g)
+    x = torch.randn(4000, 16, generator=g)
+    y = (x @ teacher.T).argmax(1)
+    train, val = split_train_val(y, 0.25, seed=0)
+    large = fit_linear_probe(x[train], y[train], x[val], y[val], 4)
+    print(f"chosen l2: tiny noisy {tiny.l2:g}, large clean {large.l2:g}")
+    assert tiny.l2 >= 1.0
+    assert large.l2 <= 1e-4
+    assert max(large.val_accuracy) > 0.98
+
+
+def test_split_is_stratified_and_reproducible():
+    labels = np.repeat(np.arange(4), [50, 10, 2, 1])
+    train, val = split_train_val(labels, 0.2, seed=3)
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(len(labels)))
+    np.testing.assert_array_equal(np.bincount(labels[val.numpy()], minlength=4), [10, 2, 1, 0])
+    np.testing.assert_array_equal(np.bincount(labels[train.numpy()], minlength=4), [40, 8, 1, 1])
+    again_train, again_val = split_train_val(torch.from_numpy(labels), 0.2, seed=3)
+    assert torch.equal(again_val, val) and torch.equal(again_train, train)
+    assert not torch.equal(split_train_val(labels, 0.2, seed=4)[1], val)
+
+
+def test_rejects_empty_validation():
+    with pytest.raises(ValueError, match="validation split is empty"):
+        fit_linear_probe(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(0, 3), torch.zeros(0), 2)
