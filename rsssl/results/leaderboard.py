@@ -12,12 +12,12 @@ import io
 import math
 import os
 import re
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rsssl.eval import intervals
 from rsssl.results.html import render_html
 from rsssl.results.plots import Plot, label_efficiency_plots
 from rsssl.results.store import (
@@ -47,11 +47,6 @@ CSV_COLUMNS = (
 
 # Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..30; larger df use a series.
 # fmt: off
-_T975 = (
-    12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157, 2.228139,
-    2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816, 2.100922, 2.093024, 2.085963,
-    2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831, 2.048407, 2.045230, 2.042272,
-)
 # fmt: on
 # Metric names (as whole words: "val_loss", "top1_err") that rank low-first.
 _LOWER_IS_BETTER = re.compile(r"(?<![a-z])(loss|error|err|rmse|mae|mse|ece)(?![a-z])", re.IGNORECASE)
@@ -101,22 +96,10 @@ class Table:
     rows: tuple[tuple[Cell, ...], ...]
 
 
-def t_quantile_975(df: int) -> float:
-    """Student-t 0.975 quantile (95 % two-sided) for ``df`` degrees of freedom."""
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964  # Cornish-Fisher expansion around the normal quantile; error < 1e-4 for df > 30
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
 def mean_interval(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and 95 % t-interval half-width of per-seed values (``None`` with a single value)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    mean, half_width = intervals.mean_interval(values, confidence=0.95)
+    return mean, None if len(values) < 2 else half_width
 
 
 def higher_is_better(metric: str) -> bool:
