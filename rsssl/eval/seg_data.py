@@ -1,0 +1,235 @@
+"""Segmentation evaluation sets: image tiles with per-pixel class masks, split into train and test.
+
+Two sources:
+
+- `npz_segmentation`: a labelled npz file, either already tiled (``tiles`` + ``tile_masks``, e.g.
+  the DeepForest tree crowns) or one large image with a mask (e.g. the SpaceNet footprints), cut
+  into non-overlapping tiles. Tiles cut from the same source image overlap, so the split keeps
+  whole source images apart whenever the file names them (``tile_source``).
+- `synthetic_segmentation`: tiles of procedural land-cover scenes, train and test from
+  different scenes.
+
+Mask value 255 marks unlabelled pixels (`IGNORE_INDEX`, the convention of `eval.metrics`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rsssl.data.npz import _class_ids, _pixels, _strings, _to_nchw
+from rsssl.data.scene import DataError
+from rsssl.data.synthetic import make_synthetic_scenes
+from rsssl.eval.data import EvalDataset, EvalSplit
+
+IGNORE_INDEX = 255
+MASK_KEYS = ("footprint_mask", "mask", "label_mask")
+DEFAULT_TILE_SIZE = 128
+
+
+def tile_grid(image: np.ndarray, mask: np.ndarray, tile_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping tiles of a C x H x W image and its H x W mask, in row-major grid order.
+
+    Tile i covers rows (i // cols) * t ... and columns (i % cols) * t ..., with
+    cols = W // t; the right and bottom remainders (< t pixels) are dropped.
+    """
+    channels, height, width = image.shape
+    rows, cols, t = height // tile_size, width // tile_size, tile_size
+    tiles = image[:, : rows * t, : cols * t].reshape(channels, rows, t, cols, t).transpose(1, 3, 0, 2, 4)
+    masks = mask[: rows * t, : cols * t].reshape(rows, t, cols, t).transpose(0, 2, 1, 3)
+    return (
+        np.ascontiguousarray(tiles.reshape(rows * cols, channels, t, t)),
+        np.ascontiguousarray(masks.reshape(rows * cols, t, t)),
+    )
+
+
+def split_indices(
+    count: int, groups: np.ndarray | None, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted train and test indices of `count` tiles; whole groups go to one side when there are >= 2.
+
+    Groups (source images) are visited in a seeded order and moved to the test side while that
+    brings the test share closer to `test_fraction`; if none does, the smallest group is the
+    test set. Without groups (or with one), tiles are split at random.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction={test_fraction}: must lie strictly between 0 and 1")
+    if count < 2:
+        raise DataError(f"{count} tile(s): need at least 2 to make a train and a test split")
+    rng = np.random.default_rng(seed)
+    if groups is not None and len(np.unique(groups)) >= 2:
+        _, group_of, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+        target, taken, chosen = test_fraction * count, 0, []
+        for g in rng.permutation(len(sizes)):
+            grown = taken + sizes[g]
+            if grown < count and abs(grown - target) < abs(taken - target):
+                chosen.append(g)
+                taken = grown
+        is_test = np.isin(group_of, chosen or [int(np.argmin(sizes))])
+    else:
+        is_test = np.zeros(count, dtype=bool)
+        is_test[rng.permutation(count)[: min(max(round(test_fraction * count), 1), count - 1)]] = True
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def _class_names(archive: np.lib.npyio.NpzFile, masks: np.ndarray, path: Path) -> tuple[str, ...]:
+    """The file's ``class_names``, else class_0 .. class_<max id>; every mask id must have a name."""
+    labelled = masks[masks != IGNORE_INDEX]
+    top = int(labelled.max()) if labelled.size else 0
+    if "class_names" not in archive.files:
+        return tuple(f"class_{i}" for i in range(max(top + 1, 2)))
+    names = _strings(archive["class_names"], "class_names", path)
+    if top >= len(names):
+        raise DataError(
+            f"{path}: the mask holds class id {top} but 'class_names' names only {len(names)} classes "
+            f"({list(names)}); add the missing names or mark unlabelled pixels {IGNORE_INDEX}"
+        )
+    return names
+
+
+def _read_tiles(archive: np.lib.npyio.NpzFile, path: Path, bands, tile_size: int | None):
+    """Pre-cut ``tiles`` + ``tile_masks`` (+ optional ``tile_source``) as N x C x t x t, N x t x t, groups."""
+    keys = archive.files
+    if "tile_masks" not in keys:
+        raise DataError(
+            f"{path} has 'tiles' but no 'tile_masks' (keys found: {keys}); store one mask per tile"
+        )
+    raw = archive["tiles"]
+    if raw.ndim != 4:
+        raise DataError(
+            f"{path}: 'tiles' has shape {raw.shape}; store N x H x W x C or N x C x H x W tiles "
+            "(add a band axis to single-band tiles)"
+        )
+    images, _ = _to_nchw(_pixels(raw, "tiles", path), bands, "tiles", path)
+    masks = archive["tile_masks"]
+    if masks.shape != (images.shape[0], *images.shape[2:]):
+        raise DataError(
+            f"{path}: 'tile_masks' has shape {masks.shape} but the tiles are {images.shape} (N x C x H x W); "
+            f"store one {images.shape[2]} x {images.shape[3]} mask per tile"
+        )
+    if tile_size is not None and tile_size != images.shape[2]:
+        raise DataError(
+            f"{path} holds {images.shape[2]}-pixel tiles, tile_size={tile_size} cannot re-cut them; "
+            "leave tile_size unset for a pre-tiled file"
+        )
+    groups = archive["tile_source"] if "tile_source" in keys else None
+    if groups is not None and groups.shape != (len(images),):
+        raise DataError(f"{path}: 'tile_source' has shape {groups.shape}; give one source name per tile")
+    return images, _class_ids(masks, "tiles", path), groups
+
+
+def _read_image(
+    archive: np.lib.npyio.NpzFile, path: Path, bands, tile_size: int | None, mask_key: str | None
+):
+    """One large ``image`` + mask cut into non-overlapping tiles (no groups: tiles never overlap)."""
+    keys = archive.files
+    candidates = (mask_key,) if mask_key else MASK_KEYS
+    found = [k for k in candidates if k in keys]
+    if not found:
+        raise DataError(
+            f"{path} has 'image' but no mask key {' / '.join(map(repr, candidates))} (keys found: {keys}); "
+            "name the mask with mask_key=..."
+        )
+    images, stacked = _to_nchw(_pixels(archive["image"], "image", path), bands, "image", path)
+    if stacked:
+        raise DataError(
+            f"{path}: 'image' is a stack {archive['image'].shape}; store tiles under 'tiles' instead"
+        )
+    mask = archive[found[0]]
+    height, width = images.shape[2:]
+    if mask.shape != (height, width):
+        raise DataError(
+            f"{path}: mask {found[0]!r} has shape {mask.shape} but the image is {height} x {width}; "
+            "store one class id per image pixel"
+        )
+    size = DEFAULT_TILE_SIZE if tile_size is None else tile_size
+    if not 1 <= size <= min(height, width):
+        raise DataError(
+            f"tile_size={size} does not fit the {height} x {width} image of {path}; "
+            f"use a tile size between 1 and {min(height, width)}"
+        )
+    tiles, masks = tile_grid(images[0], _class_ids(mask, found[0], path), size)
+    return tiles, masks, None
+
+
+def npz_segmentation(
+    path: str | Path,
+    tile_size: int | None = None,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    name: str | None = None,
+    mask_key: str | None = None,
+) -> EvalDataset:
+    """A segmentation set from a labelled npz file (pre-cut ``tiles`` or one large ``image``).
+
+    ``tiles`` (N x H x W x C or N x C x H x W) + ``tile_masks`` (N x H x W) are used as they are;
+    ``tile_source`` (one name per tile) keeps tiles of the same source image on one side of the
+    split. Otherwise ``image`` (H x W, C x H x W or H x W x C) and its mask (`mask_key`, default
+    the first of ``footprint_mask``, ``mask``, ``label_mask``) are cut into `tile_size` tiles
+    (default 128) and split at random. ``band_names`` and ``class_names`` are read when present.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"npz file {path} does not exist; give the path of a labelled segmentation npz")
+    with np.load(path, allow_pickle=False) as archive:
+        keys = archive.files
+        bands = _strings(archive["band_names"], "band_names", path) if "band_names" in keys else None
+        if "tiles" in keys:
+            images, masks, groups = _read_tiles(archive, path, bands, tile_size)
+        elif "image" in keys:
+            images, masks, groups = _read_image(archive, path, bands, tile_size, mask_key)
+        else:
+            raise DataError(
+                f"{path} holds no segmentation data (keys found: {keys}); store 'tiles' + 'tile_masks', "
+                f"or one 'image' + a mask ({' / '.join(MASK_KEYS)})"
+            )
+        class_names = _class_names(archive, masks, path)
+    train, test = split_indices(len(images), groups, test_fraction, seed)
+    return EvalDataset(
+        name=name or path.stem,
+        task="segmentation",
+        bands=bands or tuple(f"b{i + 1}" for i in range(images.shape[1])),
+        class_names=class_names,
+        train=EvalSplit(images[train], masks[train]),
+        test=EvalSplit(images[test], masks[test]),
+        ignore_index=IGNORE_INDEX,
+    ).check()
+
+
+def synthetic_segmentation(
+    num_bands: int = 4,
+    num_classes: int = 6,
+    tile_size: int = 32,
+    train_scenes: int = 4,
+    test_scenes: int = 2,
+    size: int = 256,
+    seed: int = 0,
+) -> EvalDataset:
+    """Non-overlapping tiles of synthetic land-cover scenes; train and test come from different scenes.
+
+    Train scenes use seed 2 * seed and test scenes 2 * seed + 1, so no two seeds share a scene.
+    """
+    if not 1 <= tile_size <= size:
+        raise DataError(f"tile_size={tile_size} does not fit {size}-pixel synthetic scenes")
+
+    def cut(num_scenes: int, scene_seed: int) -> tuple[EvalSplit, tuple[str, ...], tuple[str, ...]]:
+        scenes = make_synthetic_scenes(
+            num_scenes=num_scenes, size=size, num_bands=num_bands, num_classes=num_classes, num_dates=1,
+            seed=scene_seed,
+        )  # fmt: skip
+        parts = [tile_grid(scene.images[0], scene.mask, tile_size) for scene in scenes]
+        split = EvalSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return split, scenes[0].bands, scenes[0].class_names
+
+    train, bands, class_names = cut(train_scenes, 2 * seed)
+    test, _, _ = cut(test_scenes, 2 * seed + 1)
+    return EvalDataset(
+        name=f"synthetic_segmentation_{num_bands}b_{num_classes}c",
+        task="segmentation",
+        bands=bands,
+        class_names=class_names,
+        train=train,
+        test=test,
+        ignore_index=IGNORE_INDEX,
+    ).check()
