@@ -56,10 +56,15 @@ def make_suite(cfg: DictConfig) -> Suite:
     )
 
 
-def evaluate_encoder(cfg: DictConfig, weights_path: str) -> dict[str, float]:
-    """Evaluate one encoder and, if asked, the baselines; returns seconds per candidate."""
+def evaluate_encoder(cfg: DictConfig, weights_path: str, include_encoder: bool = True) -> dict[str, float]:
+    """Evaluate one encoder and, if asked, the baselines; returns seconds per candidate.
+
+    `include_encoder=False` evaluates only the baselines beside it (for the random-init method,
+    whose offline numbers are the random-init baseline's).
+    """
     candidate = encoder_candidate(weights_path)
-    candidates = [candidate] + (baseline_candidates(candidate.meta) if cfg.eval.baselines else [])
+    candidates = [candidate] if include_encoder else []
+    candidates += baseline_candidates(candidate.meta) if cfg.eval.baselines else []
     datasets = build_eval_sets(cfg.data, cfg.eval)
     seconds = make_suite(cfg).evaluate(candidates, datasets)
     for run_id, spent in seconds.items():

@@ -44,7 +44,10 @@ def main(cfg: DictConfig) -> None:
         if not rows:
             raise SystemExit(f"no rows for eval_data={sorted(wanted)} in {results}; it has: {available}")
     command = " ".join(["rsssl-leaderboard", *sys.argv[1:]])
-    written = write_leaderboard(rows, cfg.out, source=str(results), command=command, plots=cfg.plots)
+    metrics = list(cfg.metrics) if cfg.metrics is not None else None
+    written = write_leaderboard(
+        rows, cfg.out, source=str(results), command=command, plots=cfg.plots, metrics=metrics
+    )
     print(f"leaderboard from {len(rows)} rows of {results} written to {Path(cfg.out)}/:")
     for path in written:
         print(f"  {path}")

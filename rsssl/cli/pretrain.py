@@ -235,7 +235,7 @@ def run(cfg: DictConfig) -> dict:
     print(f"run folder: {run_dir}")
     if cfg.get("eval") is not None:
         record_online_probe(cfg, summary, meta)
-        evaluate_encoder(cfg, str(weights))
+        evaluate_encoder(cfg, str(weights), include_encoder=method.trains_backbone)
         if HydraConfig.get().mode.name != "MULTIRUN":  # a sweep renders it once, at its end
             regenerate_leaderboard(cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... +eval=...")
     return summary

@@ -22,10 +22,12 @@ from torch import nn
 from rsssl.eval.budgets import format_budget, select_budget
 from rsssl.eval.data import EvalDataset
 from rsssl.eval.features import cached_features, extract_features
+from rsssl.eval.finetune import run_finetune
 from rsssl.eval.image_stats import image_statistics_features
 from rsssl.eval.knn import knn_predict
 from rsssl.eval.linear import fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
+from rsssl.eval.segmentation import run_segmentation
 from rsssl.models.backbones import create_backbone
 from rsssl.models.export import check_band_count, load_encoder
 from rsssl.results.store import ResultRow, append_rows, read_rows
@@ -220,12 +222,13 @@ class Suite:
         return selection
 
     def _finetune(self, candidate: Candidate, dataset: EvalDataset, budget, seed: int) -> None:
-        from rsssl.eval.finetune import run_finetune
-
-        label = format_budget(budget)
-        if self.done(candidate, dataset, "finetune", label, seed):
-            return
         settings = dict(self.classification.get("finetune", {}))
+        only = settings.pop("budgets", None)  # fine-tuning is costly: optionally fewer budgets
+        label = format_budget(budget)
+        if (only is not None and budget not in only) or self.done(
+            candidate, dataset, "finetune", label, seed
+        ):
+            return
         rows = run_finetune(
             candidate.factory,
             candidate.meta,
@@ -247,8 +250,6 @@ class Suite:
 
     # ---- segmentation ---------------------------------------------------------------------
     def run_segmentation(self, candidate: Candidate, dataset: EvalDataset) -> None:
-        from rsssl.eval.segmentation import run_segmentation
-
         if candidate.factory is None:
             return  # image statistics are a scene-level baseline; see the leaderboard note
         cfg = dict(self.segmentation)

@@ -96,6 +96,10 @@ class Table:
     rows: tuple[tuple[Cell, ...], ...]
 
 
+#: what the tables and plots show by default: overall accuracy and mean IoU.
+HEADLINE_METRICS = ("oa", "miou")
+
+
 def mean_interval(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and 95 % t-interval half-width of per-seed values (``None`` with a single value)."""
     mean, half_width = intervals.mean_interval(values, confidence=0.95)
@@ -202,6 +206,15 @@ def _table(table_id: str, title: str, aggs: Sequence[Aggregate]) -> Table:
     )
 
 
+def headline(aggs: Sequence[Aggregate], metrics: Sequence[str] | None) -> list[Aggregate]:
+    """Only the named metrics (case-insensitive), for every evaluation set that has any of them."""
+    if metrics is None:
+        return list(aggs)
+    wanted = {m.lower() for m in metrics}
+    covered = {a.eval_data for a in aggs if a.metric.lower() in wanted}
+    return [a for a in aggs if a.metric.lower() in wanted or a.eval_data not in covered]
+
+
 def build_tables(aggs: Sequence[Aggregate]) -> list[Table]:
     """One offline table per evaluation dataset, and a separate online-probe table where there is one."""
     tables = []
@@ -290,16 +303,19 @@ def write_leaderboard(
     command: str,
     plots: bool = True,
     generated_at: str | None = None,
+    metrics: Sequence[str] | None = HEADLINE_METRICS,
 ) -> list[Path]:
     """Write LEADERBOARD.md, leaderboard.csv, leaderboard.html (and plots/*.png); return the paths.
 
     ``source`` and ``command`` only go into the note that says how the files were generated.
+    Tables and plots show ``metrics`` (None = all); leaderboard.csv always has every metric.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     aggs = aggregate(rows)
-    tables = build_tables(aggs)
-    figures = label_efficiency_plots(aggs, out / "plots") if plots else []
+    shown = headline(aggs, metrics)
+    tables = build_tables(shown)
+    figures = label_efficiency_plots(shown, out / "plots") if plots else []
     note = _note(len(rows), source, command, generated_at or utc_now())
     images = [(p.path.relative_to(out).as_posix(), p.title) for p in figures]
     written = [
