@@ -1,0 +1,187 @@
+"""rsssl-eval and +eval on rsssl-pretrain, end to end: rows, baselines, resume, bad input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsssl.cli import evaluate, pretrain
+from rsssl.models.backbones import create_backbone
+from rsssl.models.export import save_encoder
+from rsssl.results.store import read_rows
+
+SMALL_SYNTHETIC = ["data=synthetic", "data.source.size=256", "data.source.num_scenes=4", "data.num_bands=3"]
+QUICK_CLASSIFICATION = [
+    "eval=classification",
+    "eval.classification.budgets=[5,1000]",
+    "eval.classification.seeds=[0,1]",
+    "eval.classification.finetune.steps=2",
+    "eval.classification.finetune.batch_size=8",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def export_tiny(folder: Path, bands: int = 3) -> Path:
+    torch.manual_seed(0)
+    meta = {
+        "timm_name": "test_resnet",
+        "in_chans": bands,
+        "bands": ["red", "green", "blue", "nir"][:bands],
+        "mean": [1000.0] * bands,
+        "std": [500.0] * bands,
+        "method": "moco",
+        "data": "synthetic",
+        "run_dir": str(folder),
+    }
+    return save_encoder(create_backbone("test_resnet", bands), folder, meta)
+
+
+def run(module, argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["rsssl", *argv])
+    module.main()
+
+
+def test_classification_rows_baselines_and_resume(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    results = tmp_path / "results.csv"
+    argv = [
+        f"encoder={weights}",
+        *SMALL_SYNTHETIC,
+        *QUICK_CLASSIFICATION,
+        f"results={results}",
+        "features_cache_dir=null",
+    ]
+    run(evaluate, argv, monkeypatch)
+    rows = read_rows(results)
+    methods = {r.method for r in rows}
+    assert methods == {"moco", "random_init", "image_stats"}
+    protocols = {(r.method, r.protocol) for r in rows}
+    assert ("moco", "finetune") in protocols and ("image_stats", "linear") in protocols
+    assert ("image_stats", "finetune") not in protocols  # no encoder to fine-tune
+    assert {r.budget for r in rows} == {"5/class", "1000/class"}
+    assert {r.seed for r in rows} == {0, 1}
+    counts = {r.value for r in rows if r.metric == "train_count" and r.budget == "5/class"}
+    assert counts == {30.0}  # exactly 5 per class, 6 classes
+    big = [r.value for r in rows if r.metric == "train_count" and r.budget == "1000/class"]
+    assert big and all(v < 6000 for v in big)  # a budget larger than the classes uses what exists
+    assert "fewer than the 1000 per class" in capsys.readouterr().out
+    oa = [r.value for r in rows if r.metric == "oa"]
+    assert all(0.0 <= v <= 1.0 for v in oa)
+    before = results.read_text()
+    run(evaluate, argv, monkeypatch)  # a re-run skips every unit already in the store
+    assert results.read_text() == before
+
+
+def test_segmentation_on_real_tree_crowns(data_dir, tmp_path, monkeypatch):
+    weights = export_tiny(tmp_path / "enc")
+    results = tmp_path / "results.csv"
+    run(
+        evaluate,
+        [
+            f"encoder={weights}",
+            "eval=segmentation",
+            "data=npz_segmentation",
+            f"data.path={data_dir / 'deepforest_treecrowns_dev.npz'}",
+            "eval.segmentation.fractions=[1.0]",
+            "eval.segmentation.seeds=[0]",
+            "eval.segmentation.steps=2",
+            "eval.segmentation.batch_size=2",
+            "eval.segmentation.modes=[frozen,finetune]",
+            f"results={results}",
+            "features_cache_dir=null",
+        ],
+        monkeypatch,
+    )
+    rows = read_rows(results)
+    assert {r.eval_data for r in rows} == {"deepforest_treecrowns_dev"}
+    assert {r.protocol for r in rows} == {"segmentation_frozen", "segmentation_finetune"}
+    assert {"oa", "miou", "kappa"} <= {r.metric for r in rows}
+    assert {r.method for r in rows} == {"moco", "random_init"}  # image statistics: scene-level only
+
+
+def failing(module, argv, monkeypatch, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        run(module, argv, monkeypatch)
+    assert info.value.code != 0
+    return capsys.readouterr().err
+
+
+def test_missing_encoder(tmp_path, monkeypatch, capsys):
+    err = failing(
+        evaluate,
+        [f"encoder={tmp_path / 'nope.safetensors'}", f"results={tmp_path / 'r.csv'}"],
+        monkeypatch,
+        capsys,
+    )
+    assert "does not exist" in err and "encoder.safetensors" in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_band_count_mismatch(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc", bands=4)
+    err = failing(
+        evaluate,
+        [f"encoder={weights}", *SMALL_SYNTHETIC, f"results={tmp_path / 'r.csv'}"],
+        monkeypatch,
+        capsys,
+    )
+    assert "trained on 4 bands" in err and "has 3" in err
+
+
+def test_data_without_the_task(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    err = failing(
+        evaluate,
+        [
+            f"encoder={weights}",
+            "eval=classification",
+            "data=npz_segmentation",
+            "data.path=x.npz",
+            f"results={tmp_path / 'r.csv'}",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert "no classification evaluation set" in err
+
+
+def test_pretrain_with_eval_writes_rows_and_leaderboard(tmp_path, monkeypatch):
+    results, board = tmp_path / "results.csv", tmp_path / "board"
+    run(
+        pretrain,
+        [
+            "method=simclr",
+            "backbone=tiny",
+            "trainer=debug",
+            "+trainer.val_check_interval=2",
+            *SMALL_SYNTHETIC,
+            "data.batch_size=16",
+            "data.num_workers=0",
+            "data.source.val_scenes=1",
+            f"runs_dir={tmp_path / 'runs'}",
+            f"data.stats_cache_dir={tmp_path / 'cache'}",
+            "+eval=classification",
+            "eval.classification.protocols=[knn,linear]",
+            "eval.classification.budgets=[5]",
+            "eval.classification.seeds=[0]",
+            f"results={results}",
+            f"leaderboard_dir={board}",
+            "features_cache_dir=null",
+        ],
+        monkeypatch,
+    )
+    rows = read_rows(results)
+    online = [r for r in rows if r.protocol == "online_linear"]
+    assert len(online) == 1 and online[0].method == "simclr"
+    assert {r.method for r in rows} == {"simclr", "random_init", "image_stats"}
+    assert "online probe during pretraining" in (board / "LEADERBOARD.md").read_text()
