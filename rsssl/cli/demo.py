@@ -20,19 +20,15 @@ METHODS = ("moco", "simclr", "random_init")
 
 
 def pretrain_command(out: Path, epochs: int, extra: list[str]) -> list[str]:
+    """The sweep of `conf/experiment/demo.yaml`, writing everything under `out`."""
     return [
         sys.executable,
         "-m",
         "rsssl.cli.pretrain",
         "-m",
+        "+experiment=demo",
         f"method={','.join(METHODS)}",
-        "backbone=resnet18",
-        "data=synthetic",
-        "data.num_bands=3",
-        "trainer=cpu",
         f"trainer.max_epochs={epochs}",
-        "trainer.enable_progress_bar=false",
-        "+eval=demo",
         f"runs_dir={out / 'runs'}",
         f"results={out / 'results.csv'}",
         f"leaderboard_dir={out / 'leaderboard'}",
