@@ -61,7 +61,8 @@ def online_table(summaries: dict[str, dict]) -> str:
         acc = summary["metrics"].get("val/probe_acc")
         gain = f"{100 * (acc - baseline):+.1f} pts" if acc is not None and baseline is not None else ""
         rate = summary.get("images_per_second")
-        lines.append(f"| {method} | {_pct(acc)} | {_pct(baseline)} | {gain} | {f'{rate:.0f}' if rate else ''} |")
+        speed = f"{rate:.0f}" if rate else ""
+        lines.append(f"| {method} | {_pct(acc)} | {_pct(baseline)} | {gain} | {speed} |")
     return "\n".join(lines)
 
 
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     result = subprocess.run(command)
     summaries = latest_summaries(args.out / "runs", start)
     print()
-    print(f"rsssl demo: 3-band synthetic scenes, ResNet-18, {args.epochs} epochs on CPU, {time.time() - start:.0f} s")
+    spent = time.time() - start
+    print(f"rsssl demo: 3-band synthetic scenes, ResNet-18, {args.epochs} epochs on CPU, {spent:.0f} s")
     print()
     print("Online linear probe during pretraining (validation scenes):")
     print(online_table(summaries))
