@@ -45,6 +45,9 @@ DATAMODULE_KEYS = (
     "num_workers",
     "stats_tiles",
     "stats_cache_dir",
+    "tile_units",
+    "neighbor_radius",
+    "neighbor_units",
 )
 
 

@@ -1,6 +1,7 @@
 """The one LightningDataModule every method shares.
 
-CPU side: workers slice uint tiles and collate them (pinned). Device side
+CPU side: workers slice uint tiles (plus a spatial neighbour and/or the same place at another
+date when the method requires `neighbor` / `other_time`) and collate them (pinned). Device side
 (`on_after_batch_transfer`): uint -> float and per-band normalisation, in batch. Views and
 every other float operation happen after that, on the device, in the method.
 """
@@ -14,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from rsssl.data.sampling import EpochSampler, PairSampling, check_multi_date, neighbour_radii, tile_pixels
 from rsssl.data.scene import DataError, Scene
 from rsssl.data.sources import Source
 from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats
@@ -54,7 +56,12 @@ def resolve_bands(
 
 
 class RSDataModule(L.LightningDataModule):
-    """Tiles from a `Source`, normalised on the device with statistics computed from the data."""
+    """Tiles from a `Source`, normalised on the device with statistics computed from the data.
+
+    `tile_size` and `stride` are in `tile_units` (px, or m converted with the scenes' pixel
+    size); after `prepare` they hold pixels. `neighbor_radius` (in `neighbor_units`, px or m
+    converted per scene) is the SauMoCo neighbourhood D used when a method requires `neighbor`.
+    """
 
     def __init__(
         self,
@@ -69,10 +76,13 @@ class RSDataModule(L.LightningDataModule):
         stats_cache_dir: str | None = "~/.cache/rsssl",
         pin_memory: bool = True,
         name: str | None = None,
+        neighbor_radius: float = 100.0,
+        neighbor_units: str = "px",
+        tile_units: str = "px",
     ) -> None:
         super().__init__()
-        if tile_size < 8:
-            raise DataError(f"data.tile_size={tile_size} is too small: use at least 8 px")
+        if tile_units == "px":
+            self._check_tile_size(tile_size)
         self.source = source
         self.name = name or source.name
         self.tile_size = tile_size
@@ -84,14 +94,26 @@ class RSDataModule(L.LightningDataModule):
         self.stats_tiles = stats_tiles
         self.stats_cache_dir = Path(stats_cache_dir).expanduser() if stats_cache_dir else None
         self.pin_memory = pin_memory
+        self.neighbor_radius = neighbor_radius
+        self.neighbor_units = neighbor_units
+        self.tile_units = tile_units
         self.required_keys: set[str] = {"image"}
         self._prepared = False
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ---- building -------------------------------------------------------------------------
     def require(self, keys: Sequence[str]) -> None:
-        """Batch keys a method needs beyond `image` (e.g. `mask`)."""
+        """Batch keys a method needs beyond `image` (e.g. `mask`, `neighbor`, `other_time`).
+
+        Once the data is prepared, settings it cannot meet fail here, before any training."""
         self.required_keys.update(keys)
+        if self._prepared:
+            self._pair_sampling(seed=0)
+
+    @staticmethod
+    def _check_tile_size(pixels: int) -> None:
+        if pixels < 8:
+            raise DataError(f"data.tile_size={pixels} px is too small: use at least 8 px")
 
     def prepare(self) -> None:
         """Load scenes, index tiles and compute statistics once (idempotent)."""
@@ -99,14 +121,31 @@ class RSDataModule(L.LightningDataModule):
             return
         self.train_scenes = self.source.load()
         self.bands, self.band_indices = resolve_bands(self.train_scenes, self.wanted_bands)
-        self.train_index = build_tile_index(self.train_scenes, self.tile_size, self.stride, self.min_valid)
         val_source = self.source.validation()
-        self.val_scenes, self.val_index = [], None
-        if val_source is not None:
-            self.val_scenes = val_source.load()
+        self.val_scenes = val_source.load() if val_source is not None else []
+        scenes = self.train_scenes + self.val_scenes
+        self.tile_size = tile_pixels(scenes, self.tile_size, self.tile_units, "data.tile_size")
+        self._check_tile_size(self.tile_size)
+        if self.stride is not None:
+            self.stride = tile_pixels(scenes, self.stride, self.tile_units, "data.stride")
+        self.train_index = build_tile_index(self.train_scenes, self.tile_size, self.stride, self.min_valid)
+        self.val_index = None
+        if self.val_scenes:
             self.val_index = build_tile_index(self.val_scenes, self.tile_size, self.stride, self.min_valid)
         self.stats = self._stats()
         self._prepared = True
+
+    def _pair_sampling(self, seed: int) -> PairSampling | None:
+        """The neighbour / other-date sampling the required keys ask for, checked against the data."""
+        neighbor, other_time = "neighbor" in self.required_keys, "other_time" in self.required_keys
+        if not (neighbor or other_time):
+            return None
+        radii = None
+        if neighbor:
+            radii = neighbour_radii(self.train_scenes, self.neighbor_radius, self.neighbor_units)
+        if other_time:
+            check_multi_date(self.train_scenes)
+        return PairSampling(seed, radii, other_time)
 
     def _stats(self) -> BandStats:
         description = {
@@ -157,20 +196,30 @@ class RSDataModule(L.LightningDataModule):
         }
 
     # ---- loaders ---------------------------------------------------------------------------
-    def _dataset(self, scenes: Sequence[Scene], index: TileIndex) -> TileDataset:
-        return TileDataset(scenes, index, self.band_indices, with_mask="mask" in self.required_keys)
+    def _dataset(
+        self, scenes: Sequence[Scene], index: TileIndex, sampling: PairSampling | None = None
+    ) -> TileDataset:
+        with_mask = "mask" in self.required_keys
+        return TileDataset(scenes, index, self.band_indices, with_mask=with_mask, sampling=sampling)
 
-    def _loader(self, dataset: TileDataset, train: bool) -> DataLoader:
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch
+
+    def _loader(self, dataset: TileDataset, train: bool, seed: int = 0) -> DataLoader:
         batch_size = self.batch_size
         if train and len(dataset) < batch_size:
             raise DataError(
                 f"only {len(dataset)} tiles of {self.tile_size}px in the data, fewer than one batch of "
                 f"{batch_size}: lower data.batch_size or data.tile_size / data.stride"
             )
+        sampler = None
+        if train:  # shuffled (index, epoch) pairs: per-sample randomness follows the epoch
+            epoch = self._current_epoch if self.trainer is not None else None
+            sampler = EpochSampler(len(dataset), seed, epoch)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -178,8 +227,12 @@ class RSDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled training tiles with the extras the method requires; the seed of the shuffle
+        and of the extras comes from torch's RNG (so `seed_everything` reproduces it)."""
         self.prepare()
-        return self._loader(self._dataset(self.train_scenes, self.train_index), train=True)
+        seed = int(torch.randint(2**31 - 1, ()).item())
+        dataset = self._dataset(self.train_scenes, self.train_index, self._pair_sampling(seed))
+        return self._loader(dataset, train=True, seed=seed)
 
     def val_dataloader(self) -> DataLoader | list:
         self.prepare()

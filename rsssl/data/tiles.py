@@ -2,7 +2,8 @@
 
 `TileIndex` lists every tile (scene, row, col) on a regular grid whose valid fraction is high
 enough, found from each scene's cheap validity overview so a large GeoTIFF is never loaded
-whole. `TileDataset` turns an index entry into a dict of uint tensors: workers only slice.
+whole. `TileDataset` turns an index entry into a dict of uint tensors (plus the neighbour and
+other-date tiles of `rsssl.data.sampling` when a method needs them): workers only slice.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rsssl.data.sampling import PairSampling, draw_dates, neighbour_offset, read_reflect
 from rsssl.data.scene import DataError, Scene, Window
 
 
@@ -100,7 +102,11 @@ class TileDataset(Dataset):
     """Cuts indexed tiles: image (uint, C x T x T) plus label, position, scene and date.
 
     `band_indices` selects bands (by position; names are resolved by the datamodule).
-    `with_mask` adds the per-pixel class mask. No float work happens here.
+    `with_mask` adds the per-pixel class mask. `sampling` adds a spatial neighbour
+    (`neighbor`, `neighbor_offset` (dy, dx) px, `neighbor_pos`) and/or the same window at
+    another date (`other_time`, `other_time_index`; `time` is then a random anchor date).
+    An item is an index or an (index, epoch) pair from `EpochSampler`; the extras are drawn
+    from (seed, epoch, index). No float work happens here.
     """
 
     def __init__(
@@ -109,39 +115,58 @@ class TileDataset(Dataset):
         index: TileIndex,
         band_indices: Sequence[int] | None = None,
         with_mask: bool = False,
+        sampling: PairSampling | None = None,
     ) -> None:
         self.scenes = list(scenes)
         self.index = index
         self.band_indices = list(band_indices) if band_indices is not None else None
         self.with_mask = with_mask
+        self.sampling = sampling
 
     def __len__(self) -> int:
         return len(self.index)
 
     def read_tile(self, scene: Scene, row: int, col: int, date: int = 0) -> torch.Tensor:
-        size = self.index.tile_size
-        pixels = scene.read(Window(row, col, size, size), date)
+        """The tile at top-left (row, col), reflect-padded where it leaves the scene."""
+        pixels = read_reflect(scene, row, col, self.index.tile_size, date)
         if self.band_indices is not None:
             pixels = pixels[self.band_indices]
         return torch.from_numpy(np.ascontiguousarray(pixels))
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _extras(self, number: int, row: int, col: int, epoch: int, i: int) -> tuple[int, dict]:
+        """The anchor's date and the neighbour / other-date entries of one sample."""
+        scene, size, sampling = self.scenes[number], self.index.tile_size, self.sampling
+        rng = sampling.rng(epoch, i)
+        date, extras = 0, {}
+        if sampling.other_time:
+            date, other = draw_dates(rng, len(scene.dates))
+            extras["other_time"] = self.read_tile(scene, row, col, other)
+            extras["other_time_index"] = torch.tensor(other)
+        if sampling.radii is not None:
+            dy, dx = neighbour_offset(rng, row, col, size, scene.height, scene.width, sampling.radii[number])
+            extras["neighbor"] = self.read_tile(scene, row + dy, col + dx, date)
+            extras["neighbor_offset"] = torch.tensor((dy, dx), dtype=torch.int64)
+            centre = (row + dy + size / 2, col + dx + size / 2)
+            extras["neighbor_pos"] = torch.tensor(scene.pixel_to_map(*centre), dtype=torch.float64)
+        return date, extras
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, epoch = item if isinstance(item, tuple) else (item, 0)
         number, row, col = int(self.index.scene[i]), int(self.index.row[i]), int(self.index.col[i])
         scene = self.scenes[number]
-        half = self.index.tile_size / 2
-        sample = {
-            "image": self.read_tile(scene, row, col),
-            "pos": torch.tensor(scene.pixel_to_map(row + half, col + half), dtype=torch.float64),
-            "pixel": torch.tensor((row, col), dtype=torch.int64),
-            "scene": torch.tensor(number),
-            "time": torch.tensor(0),
-            "index": torch.tensor(i),
-        }
+        size = self.index.tile_size
+        date, sample = self._extras(number, row, col, epoch, i) if self.sampling is not None else (0, {})
+        sample.update(
+            image=self.read_tile(scene, row, col, date),
+            pos=torch.tensor(scene.pixel_to_map(row + size / 2, col + size / 2), dtype=torch.float64),
+            pixel=torch.tensor((row, col), dtype=torch.int64),
+            scene=torch.tensor(number),
+            time=torch.tensor(date),
+            index=torch.tensor(i),
+        )
         if self.index.label[i] >= 0:
             sample["label"] = torch.tensor(int(self.index.label[i]))
         if self.with_mask:
-            size = self.index.tile_size
-            sample["mask"] = torch.from_numpy(
-                np.ascontiguousarray(scene.read_mask(Window(row, col, size, size)))
-            )
+            mask = scene.read_mask(Window(row, col, size, size))
+            sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask))
         return sample

@@ -47,16 +47,17 @@ class MoCo(SSLMethod):
         return [(self.backbone, self.key_backbone), (self.projector, self.key_projector)]
 
     def setup(self, stage: str) -> None:
-        """Never hold more keys than distinct training samples: the positive's own old key
-        would sit among the negatives."""
+        """Never hold more keys than distinct training samples minus one global batch: the
+        positive's own old key would otherwise sit among the negatives."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "train_index"):
             return
-        limit = len(datamodule.train_index) - datamodule.batch_size
-        if 0 < limit < self.queue.shape[0]:
+        tiles = len(datamodule.train_index)
+        limit = max(1, tiles - datamodule.batch_size * self.trainer.world_size)
+        if limit < self.queue.shape[0]:
             rank_zero_warn(
                 f"queue_size {self.queue.shape[0]} is larger than the data allows; using {limit} "
-                f"({len(datamodule.train_index)} training tiles minus one batch)"
+                f"({tiles} training tiles minus one global batch)"
             )
             self.queue = self.queue[:limit].clone()
 

@@ -1,0 +1,190 @@
+"""Spatial and temporal sampling: the extra tiles a training sample carries, and its randomness.
+
+Neighbours follow SauMoCo's official data generator (seed-methods.md §1): the neighbour's
+centre is drawn per coordinate uniformly from the integers in [c - D, c + D] around the anchor
+centre c, restricted so that it stays inside the scene, and the tile is reflect-padded where it
+leaves the scene (at most half a tile). Temporal pairs are the same window at another date.
+
+Randomness never depends on which worker reads a sample: the sampler tags every index with its
+epoch and each sample draws from a generator seeded by (seed, epoch, index). Workers only draw
+integers and slice; there is no float work on the pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from rsssl.data.scene import DataError, Scene, Window
+
+UNITS = ("px", "m")
+
+
+@dataclass(frozen=True)
+class PairSampling:
+    """What extras each training sample gets: a neighbour (radius in pixels, one per scene)
+    and/or the same window at another date, drawn from `seed`."""
+
+    seed: int
+    radii: tuple[int, ...] | None = None
+    other_time: bool = False
+
+    def rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of one sample at one epoch: the same on any worker, new every epoch."""
+        return np.random.default_rng((self.seed, epoch, index))
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Shuffled `(index, epoch)` pairs; the permutation is seeded by (seed, epoch).
+
+    `epoch` reads the current epoch (the trainer's, so a resumed run continues where it
+    stopped, also under DDP where Lightning wraps this sampler); without it every pass over
+    the sampler counts as one epoch.
+    """
+
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int] | None = None) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = epoch
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch() if self.epoch is not None else self.passes
+        self.passes += 1
+        order = np.random.default_rng((self.seed, epoch)).permutation(self.size)
+        return iter([(int(i), epoch) for i in order])
+
+
+# ---- reading ---------------------------------------------------------------------------------
+def _span(start: int, size: int, extent: int) -> tuple[int, int, int, int, int]:
+    """Along one axis: the scene range [lo, hi) to read for pixels [start, start + size) with
+    reflect padding, the padding (before, after) and where the tile starts in the padded read.
+
+    The range also covers the pixels the reflection mirrors, so np.pad on it equals np.pad on
+    the whole scene."""
+    before, after = max(0, -start), max(0, start + size - extent)
+    lo = max(0, min(start, extent - 1 - after))
+    hi = min(extent, max(start + size, before + 1))
+    return lo, hi, before, after, start - lo + before
+
+
+def read_reflect(scene: Scene, row: int, col: int, size: int, date: int = 0) -> np.ndarray:
+    """C x size x size pixels at top-left (row, col), reflect-padded where the window leaves
+    the scene; only the window (and what it mirrors) is read."""
+    r0, r1, top, bottom, r_off = _span(row, size, scene.height)
+    c0, c1, left, right, c_off = _span(col, size, scene.width)
+    pixels = scene.read(Window(r0, c0, r1 - r0, c1 - c0), date)
+    if top or bottom or left or right:
+        pixels = np.pad(pixels, ((0, 0), (top, bottom), (left, right)), mode="reflect")
+    return pixels[:, r_off : r_off + size, c_off : c_off + size]
+
+
+# ---- drawing ---------------------------------------------------------------------------------
+def neighbour_offset(
+    rng: np.random.Generator, row: int, col: int, size: int, height: int, width: int, radius: int
+) -> tuple[int, int]:
+    """(dy, dx) in pixels, each uniform over [-radius, radius] restricted so that the
+    neighbour's centre stays inside the scene (the tile then overhangs by at most half)."""
+    half = size // 2
+
+    def draw(start: int, extent: int) -> int:
+        low = max(-radius, -half - start)
+        high = min(radius, extent - size + half - start)
+        return int(rng.integers(low, high + 1))
+
+    return draw(row, height), draw(col, width)
+
+
+def draw_dates(rng: np.random.Generator, count: int) -> tuple[int, int]:
+    """An anchor date and a different other date, each uniform."""
+    anchor = int(rng.integers(count))
+    other = int(rng.integers(count - 1))
+    return anchor, other + (other >= anchor)
+
+
+# ---- settings -> pixels ----------------------------------------------------------------------
+def _check_units(units: str, key: str) -> None:
+    if units not in UNITS:
+        raise DataError(f"{key}={units!r}: choose px (pixels) or m (metres)")
+
+
+def _metres_per_pixel(scene: Scene, key: str, units_key: str) -> float:
+    """The scene's pixel size in metres, or a DataError when it has none in metres."""
+    size = scene.pixel_size
+    if size is None:
+        raise DataError(
+            f"{key} is in metres but scene {scene.name!r} has no georeference, so its pixel size is "
+            f"unknown: give {key} in pixels ({units_key}=px) or use georeferenced scenes"
+        )
+    if scene.crs is not None and _is_geographic(scene.crs):
+        raise DataError(
+            f"{key} is in metres but scene {scene.name!r} is in a geographic CRS ({scene.crs}, pixel "
+            f"size {size:g} degrees): give {key} in pixels ({units_key}=px) or reproject the scenes"
+        )
+    return size
+
+
+def _is_geographic(crs: str) -> bool:
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return bool(CRS.from_string(crs).is_geographic)
+    except CRSError:
+        return False
+
+
+def neighbour_radii(scenes: Sequence[Scene], radius: float, units: str) -> tuple[int, ...]:
+    """The neighbourhood D in whole pixels for each scene (rounded down, so a neighbour is never
+    further than D); metres are converted with each scene's pixel size."""
+    _check_units(units, "data.neighbor_units")
+    radii = []
+    for scene in scenes:
+        pixel = 1.0
+        if units == "m":
+            pixel = _metres_per_pixel(scene, "data.neighbor_radius", "data.neighbor_units")
+        pixels = radius / pixel
+        if pixels < 1:
+            where = f" on scene {scene.name!r} ({pixel:g} m pixels)" if units == "m" else ""
+            raise DataError(
+                f"data.neighbor_radius={radius:g} {units} is less than one pixel{where}: the neighbour "
+                f"could only be the anchor itself; set data.neighbor_radius to at least "
+                f"{pixel:g} {units} (SauMoCo uses 100 px)"
+            )
+        radii.append(math.floor(pixels + 1e-9))
+    return tuple(radii)
+
+
+def tile_pixels(scenes: Sequence[Scene], value: int | float, units: str, key: str) -> int:
+    """A tile size or stride in pixels: the same for every scene, since tiles must stack."""
+    _check_units(units, "data.tile_units")
+    if units == "px":
+        return int(value)
+    sizes = {scene.name: round(value / _metres_per_pixel(scene, key, "data.tile_units")) for scene in scenes}
+    if len(set(sizes.values())) > 1:
+        listing = ", ".join(f"{name}: {px} px" for name, px in sizes.items())
+        raise DataError(
+            f"{key}={value:g} m gives different pixel sizes per scene ({listing}); tiles must stack "
+            "in a batch: resample the scenes to one resolution or give the size in pixels "
+            "(data.tile_units=px)"
+        )
+    return next(iter(sizes.values()))
+
+
+def check_multi_date(scenes: Sequence[Scene]) -> None:
+    """DataError when a scene has a single date and so no other date to pair with."""
+    single = [scene.name for scene in scenes if len(scene.dates) < 2]
+    if single:
+        listed = ", ".join(map(repr, single[:5])) + (f" (+{len(single) - 5} more)" if len(single) > 5 else "")
+        raise DataError(
+            f"this data has a single date per scene: {listed}; the method needs other_time (the same "
+            "place at another date): use scenes with several dates (synthetic data with "
+            "data.source.num_dates>=2, or aligned multi-date scenes) or a method without other_time"
+        )
