@@ -88,6 +88,20 @@ def _class_names(archive: np.lib.npyio.NpzFile, masks: np.ndarray, path: Path) -
     return names
 
 
+def _recut(images: np.ndarray, masks: np.ndarray, groups, size: int, path: Path):
+    """Cut every pre-cut tile into (H/size)^2 smaller ones (cheaper steps on a CPU); groups follow."""
+    n, c, h, w = images.shape
+    if h % size or w % size:
+        raise DataError(f"{path} holds {h}x{w}-pixel tiles; tile_size={size} must divide them")
+    rows, cols = h // size, w // size
+    images = (
+        images.reshape(n, c, rows, size, cols, size).transpose(0, 2, 4, 1, 3, 5).reshape(-1, c, size, size)
+    )
+    masks = masks.reshape(n, rows, size, cols, size).transpose(0, 1, 3, 2, 4).reshape(-1, size, size)
+    groups = np.repeat(groups, rows * cols) if groups is not None else None
+    return np.ascontiguousarray(images), np.ascontiguousarray(masks), groups
+
+
 def _read_tiles(archive: np.lib.npyio.NpzFile, path: Path, bands, tile_size: int | None):
     """Pre-cut ``tiles`` + ``tile_masks`` (+ optional ``tile_source``) as N x C x t x t, N x t x t, groups."""
     keys = archive.files
@@ -108,15 +122,13 @@ def _read_tiles(archive: np.lib.npyio.NpzFile, path: Path, bands, tile_size: int
             f"{path}: 'tile_masks' has shape {masks.shape} but the tiles are {images.shape} (N x C x H x W); "
             f"store one {images.shape[2]} x {images.shape[3]} mask per tile"
         )
-    if tile_size is not None and tile_size != images.shape[2]:
-        raise DataError(
-            f"{path} holds {images.shape[2]}-pixel tiles, tile_size={tile_size} cannot re-cut them; "
-            "leave tile_size unset for a pre-tiled file"
-        )
     groups = archive["tile_source"] if "tile_source" in keys else None
     if groups is not None and groups.shape != (len(images),):
         raise DataError(f"{path}: 'tile_source' has shape {groups.shape}; give one source name per tile")
-    return images, _class_ids(masks, "tiles", path), groups
+    masks = _class_ids(masks, "tiles", path)
+    if tile_size is not None and tile_size != images.shape[2]:
+        return _recut(images, masks, groups, tile_size, path)
+    return images, masks, groups
 
 
 def _read_image(

@@ -285,3 +285,13 @@ def test_npz_image_with_named_mask_key(tmp_path):
     data = npz_segmentation(save(tmp_path, image=image, lc=labels), tile_size=32, mask_key="lc", name="x")
     assert data.name == "x" and data.class_names == ("class_0", "class_1", "class_2")
     assert len(data.train) == 3 and len(data.test) == 1 and data.train.images.dtype == np.uint16
+
+
+def test_pre_cut_tiles_can_be_recut_smaller(data_dir):
+    whole = npz_segmentation(data_dir / "deepforest_treecrowns_dev.npz")
+    quarters = npz_segmentation(data_dir / "deepforest_treecrowns_dev.npz", tile_size=128)
+    assert len(quarters.train) == 4 * len(whole.train) and len(quarters.test) == 4 * len(whole.test)
+    np.testing.assert_array_equal(quarters.train.images[1], whole.train.images[0][:, :128, 128:])
+    np.testing.assert_array_equal(quarters.train.targets[2], whole.train.targets[0][128:, :128])
+    with pytest.raises(DataError, match="must divide"):
+        npz_segmentation(data_dir / "deepforest_treecrowns_dev.npz", tile_size=100)
