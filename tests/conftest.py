@@ -18,3 +18,18 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"RSSSL_DATA_DIR={path} is not a folder")
     return path
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread (torch and BLAS) for modules of small ops or timing comparisons: on a
+    shared 2-core machine two spinning threads are far slower than one, and timings then compare
+    implementations, not threading. Use with `pytestmark = pytest.mark.usefixtures("single_thread")`."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)

@@ -11,21 +11,11 @@ from torch.utils.data import DataLoader
 from rsssl.data.datamodule import RSDataModule
 from rsssl.data.sampling import EpochSampler, PairSampling, read_reflect
 from rsssl.data.scene import ArrayScene, DataError
-from rsssl.data.sources import Source, SyntheticSource
+from rsssl.data.sources import SyntheticSource
 from rsssl.data.tiles import TileDataset, build_tile_index
+from tests.helpers.problems import ListSource
 
 GEO = (10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)  # 10 m pixels, north up
-
-
-class ListSource(Source):
-    def __init__(self, scenes):
-        self.scenes = scenes
-
-    def load(self):
-        return self.scenes
-
-    def describe(self):
-        return {"test": [s.name for s in self.scenes]}
 
 
 class CountingScene(ArrayScene):

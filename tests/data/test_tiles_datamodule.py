@@ -8,22 +8,10 @@ import torch
 
 from rsssl.data.datamodule import RSDataModule, resolve_bands
 from rsssl.data.scene import ArrayScene, DataError
-from rsssl.data.sources import GeoTiffSource, NpzSource, Source, SyntheticSource
+from rsssl.data.sources import GeoTiffSource, NpzSource, SyntheticSource
 from rsssl.data.stats import cached_band_stats, compute_band_stats
 from rsssl.data.tiles import TileDataset, build_tile_index
-
-
-class ListSource(Source):
-    """Scenes given in memory, for tests."""
-
-    def __init__(self, scenes):
-        self.scenes = scenes
-
-    def load(self):
-        return self.scenes
-
-    def describe(self):
-        return {"test": [s.name for s in self.scenes]}
+from tests.helpers.problems import ListSource
 
 
 def scene(name="s", bands=3, size=64, dtype=np.uint16, valid=None, mask=None, seed=0):

@@ -13,6 +13,8 @@ from rsssl.models.backbones import create_backbone
 from rsssl.models.export import save_encoder
 from rsssl.results.store import read_rows
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 SMALL_SYNTHETIC = ["data=synthetic", "data.source.size=256", "data.source.num_scenes=4", "data.num_bands=3"]
 QUICK_CLASSIFICATION = [
     "eval=classification",
@@ -21,14 +23,6 @@ QUICK_CLASSIFICATION = [
     "eval.classification.finetune.steps=2",
     "eval.classification.finetune.batch_size=8",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def export_tiny(folder: Path, bands: int = 3) -> Path:

@@ -11,6 +11,8 @@ import rsssl.eval.finetune as finetune_module
 from rsssl.eval.data import EvalDataset, EvalSplit
 from rsssl.eval.finetune import run_finetune
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 BANDS = ("b1", "b2", "b3", "b4")
 META = {
     "timm_name": "test_resnet",
@@ -27,16 +29,6 @@ def _split(per_class: int, rng: np.random.Generator) -> EvalSplit:
     images = rng.integers(0, 60, (len(labels), 4, 16, 16)).astype(np.uint8)
     images[np.arange(len(labels)), labels] += 120
     return EvalSplit(images, labels)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny convolutions gain nothing from two, and on a busy 2-core
-    machine two spinning OpenMP threads made a 3 s run take minutes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,35 +8,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
-from threadpoolctl import threadpool_limits
 
 from rsssl.eval.knn import knn_predict
+from tests.helpers.problems import NUM_CLASSES, overlapping_blobs
 
-NUM_CLASSES, DIM = 10, 128
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def overlapping_blobs(n_train: int, n_test: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """10 Gaussian blobs in 128-d whose centres are close enough to overlap (kNN accuracy ~75 %)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = 0.25 * torch.randn(NUM_CLASSES, DIM, generator=g)
-
-    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        return centres[y] + torch.randn(n, DIM, generator=g) + 0.5, y
-
-    return (*draw(n_train), *draw(n_test))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run on one thread (torch and BLAS): the test machine is shared, and two spinning threads
-    on two busy cores are far slower than one; timings also compare implementations, not threading."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

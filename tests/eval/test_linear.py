@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
 from rsssl.eval.linear import (
     DEFAULT_L2_GRID,
@@ -19,31 +18,9 @@ from rsssl.eval.linear import (
     split_train_val,
     standardisation,
 )
+from tests.helpers.problems import NUM_CLASSES, overlapping_blobs
 
-NUM_CLASSES, DIM = 10, 128
-
-
-def overlapping_blobs(n_train: int, n_test: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """10 Gaussian blobs in 128-d with overlapping classes (linear accuracy ~85 %)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = 0.25 * torch.randn(NUM_CLASSES, DIM, generator=g)
-
-    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        return centres[y] + torch.randn(n, DIM, generator=g) + 0.5, y
-
-    return (*draw(n_train), *draw(n_test))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Run on one thread (torch and BLAS): the test machine is shared, and two spinning threads
-    on two busy cores are far slower than one; timings also compare implementations, not threading."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

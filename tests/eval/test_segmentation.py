@@ -22,6 +22,8 @@ from rsssl.eval.segmentation import (
 )
 from rsssl.models.backbones import ConfigError, create_backbone
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 META = {
     "timm_name": "test_resnet",
     "in_chans": 2,
@@ -30,15 +32,6 @@ META = {
     "std": [80.0, 80.0],
 }
 ROW_KEYS = {"protocol", "budget", "seed", "metric", "value", "train_count"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions: one thread is faster and immune to oversubscription by parallel jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def blocks(n: int, seed: int, random_labels: bool = False, tile: int = 32, cell: int = 8) -> EvalSplit:
