@@ -99,6 +99,11 @@ def _metric_rows(metrics: dict, names: Iterable[str]) -> list[tuple[str, float]]
     return [(name, float(metrics[name])) for name in names]
 
 
+def protocol_metrics(rows: list[dict]) -> list[tuple[str, float]]:
+    """(metric, value) pairs of a trained protocol's rows, plus the labelled count it really used."""
+    return [(r["metric"], float(r["value"])) for r in rows] + [("train_count", float(rows[0]["train_count"]))]
+
+
 def knn_metrics(train_x, train_y, test_x, test_y, num_classes: int, k: int, temperature: float) -> dict:
     scores = knn_predict(train_x, train_y, test_x, num_classes, k=k, temperature=temperature)
     return classification_metrics(scores, test_y, num_classes)
@@ -238,15 +243,7 @@ class Suite:
             device=self.device,
             **settings,
         )
-        metrics = [(r["metric"], r["value"]) for r in rows]
-        self.write(
-            candidate,
-            dataset,
-            "finetune",
-            label,
-            seed,
-            metrics + [("train_count", float(rows[0]["train_count"]))],
-        )
+        self.write(candidate, dataset, "finetune", label, seed, protocol_metrics(rows))
 
     # ---- segmentation ---------------------------------------------------------------------
     def run_segmentation(self, candidate: Candidate, dataset: EvalDataset) -> None:
@@ -273,15 +270,7 @@ class Suite:
                         device=self.device,
                         **cfg,
                     )
-                    metrics = [(r["metric"], r["value"]) for r in rows]
-                    self.write(
-                        candidate,
-                        dataset,
-                        protocol,
-                        label,
-                        seed,
-                        metrics + [("train_count", float(rows[0]["train_count"]))],
-                    )
+                    self.write(candidate, dataset, protocol, label, seed, protocol_metrics(rows))
 
     # ---- everything -----------------------------------------------------------------------
     def evaluate(self, candidates: list[Candidate], datasets: list[EvalDataset]) -> dict[str, float]:
