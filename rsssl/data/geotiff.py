@@ -1,75 +1,108 @@
 """GeoTIFF scenes read by window with rasterio, so a scene is never loaded whole.
 
-`GeoTiffScene` reads its metadata once at construction and keeps no open file: the rasterio
-handle is opened on first read and re-opened in a forked DataLoader worker (GDAL handles must
-not be shared across processes), and it is dropped when the scene is pickled.
+Scenes come from the folder index (`rsssl.data.index`): one multi-band file, or one file per
+band whose coarse bands are resampled (bilinear) to the finest grid on every windowed read, so
+a window of the fine grid reads the matching window of each coarse band. Building a scene
+opens no file. Each process opens the files it reads on first use, in a small per-process
+cache of handles (GDAL handles must not be shared across processes: a forked DataLoader
+worker opens its own), and caps GDAL's block cache at GDAL_CACHE_MB unless the environment
+sets GDAL_CACHEMAX: GDAL's default (5 % of RAM per process) would fill with every block a
+large folder's reads decode, so memory would grow with the folder.
 
 Validity: a pixel holds data when any band differs from the nodata value (and, for float
 pixels, is not NaN). The nodata value is the file's nodata tag, else the `nodata` argument,
 else 0 for unsigned integer pixels (the usual collar of Landsat/Sentinel scenes).
+
+Band names (`rsssl.data.bands`): the files' own names (descriptions, ``_B<n>`` suffixes),
+else those of the band preset, else b1..bN, always canonical (``red``, ``nir``, ...).
 """
 
 from __future__ import annotations
 
-import datetime
+import copy
+import functools
+import hashlib
 import os
 import re
-import warnings
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.env import set_gdal_config
+from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
+from rsssl.data.bands import band_positions, name_bands
+from rsssl.data.index import (
+    IDENTITY,
+    FileInfo,
+    SceneRecord,
+    cached_array,
+    file_record,
+    index_folder,
+    listing,
+    open_raster,
+    parse_date,
+    read_file_info,
+)
 from rsssl.data.scene import DataError, Scene, Window
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
-NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-DATE = re.compile(r"(?<!\d)(\d{4})([-:]?)(\d{2})\2(\d{2})(?!\d)")
-YEARS = range(1900, 2101)
-MAX_LISTED = 10
+__all__ = ["GeoTiffScene", "load_geotiff_folder", "load_geotiff_folders", "parse_date"]
+
+MAX_OPEN_FILES = 4  # at least; an open handle keeps ~4 blocks of buffers (~8 MB for 512^2 x 4 uint16)
+GDAL_CACHE_MB = 64
+OVERVIEW_STRIP = 512  # rows per read of a validity overview
+_handles: OrderedDict[tuple[str, int], rasterio.DatasetReader] = OrderedDict()
+_handles_pid: int | None = None
 
 
-def parse_date(text: str) -> str:
-    """First valid calendar date written as YYYYMMDD, YYYY-MM-DD or YYYY:MM:DD in `text`, ISO; "" if none."""
-    for match in DATE.finditer(text):
-        year, month, day = int(match.group(1)), int(match.group(3)), int(match.group(4))
-        if year not in YEARS:
-            continue
-        try:
-            return datetime.date(year, month, day).isoformat()
-        except ValueError:
-            continue
-    return ""
+def _dataset(info: FileInfo, keep: int) -> rasterio.DatasetReader:
+    """This process's open handle of a file; the least recently used beyond `keep` handles close.
+
+    Handles are keyed by path and modification time, so a rewritten file is opened anew.
+    """
+    global _handles_pid
+    if _handles_pid != os.getpid():  # first read of this process, e.g. of a forked worker
+        _handles.clear()  # the parent's handles
+        _handles_pid = os.getpid()
+        if "GDAL_CACHEMAX" not in os.environ:
+            set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB * 2**20)
+    key = (info.path, info.mtime_ns)
+    handle = _handles.pop(key, None)
+    _handles[key] = handle if handle is not None else open_raster(info.path)
+    while len(_handles) > keep:
+        _handles.popitem(last=False)[1].close()
+    return _handles[key]
 
 
-def _open(path: Path) -> rasterio.DatasetReader:
-    """Open read-only; a raster without georeference is fine (pixel coordinates are used)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        return rasterio.open(path)
+@functools.lru_cache(maxsize=16)
+def _date_regex(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise DataError(f"data.date_pattern {pattern!r} is not a regular expression ({err}); fix it") from err
 
 
-def _pixel_dtype(path: Path, dtypes: tuple[str, ...]) -> np.dtype:
-    """The dtype reads return: uint8/uint16 as stored, any float as float32."""
-    if len(set(dtypes)) > 1:
+def _scene_date(record: SceneRecord, pattern: str | None) -> str:
+    """The record's date; with `pattern`, the date its group 'date' (else its match) finds in the name."""
+    if pattern is None:
+        return record.date
+    regex = _date_regex(pattern)
+    file_name = Path(record.files[0].path).name
+    match = regex.search(file_name)
+    text = "" if match is None else match.group("date" if "date" in regex.groupindex else 0)
+    date = parse_date(text)
+    if not date:
         raise DataError(
-            f"{path}: bands have different dtypes {sorted(set(dtypes))}; re-export it with one dtype "
-            "(e.g. gdal_translate -ot UInt16)"
+            f"{record.files[0].path}: data.date_pattern {pattern!r} finds no date in the file name "
+            f"{file_name!r}; rename the file, or fix data.date_pattern (a regular expression whose group "
+            "'date', else whole match, is YYYYMMDD, YYYY-MM-DD or YYYY:MM:DD)"
         )
-    dtype = np.dtype(dtypes[0])
-    if dtype in NATIVE_DTYPES:
-        return dtype
-    if dtype.kind == "f":
-        return np.dtype(np.float32)
-    raise DataError(
-        f"{path}: pixels are {dtype}; rsssl reads uint8, uint16 or float GeoTIFFs. Convert it, e.g. "
-        "gdal_translate -ot UInt16 (offset negative values first) or -ot Float32"
-    )
+    return date
 
 
 def _validity(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -83,60 +116,104 @@ def _validity(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 class GeoTiffScene(Scene):
-    """One GeoTIFF file as a scene at one date, read by window."""
+    """One indexed scene at one date, read by window; opens no file until the first read."""
 
-    def __init__(self, path: str | Path, nodata: float | None = None, name: str | None = None) -> None:
-        self.path = Path(path)
-        self.name = name if name is not None else self.path.stem
-        try:
-            with _open(self.path) as ds:
-                self._read_metadata(ds, nodata)
-        except RasterioError as err:
-            raise DataError(
-                f"cannot open {self.path} as a GeoTIFF ({err}); re-export it as a GeoTIFF "
-                "(e.g. gdal_translate) or remove it from the folder"
-            ) from err
-        self._ds: rasterio.DatasetReader | None = None
-        self._pid: int | None = None
-
-    def _read_metadata(self, ds: rasterio.DatasetReader, nodata: float | None) -> None:
-        self.height, self.width = ds.height, ds.width
-        self.dtype = _pixel_dtype(self.path, ds.dtypes)
-        self.bands = tuple(desc or f"b{i + 1}" for i, desc in enumerate(ds.descriptions))
-        self.crs = ds.crs.to_string() if ds.crs else None
-        georeferenced = ds.crs is not None or not ds.transform.is_identity
-        self.transform = tuple(float(v) for v in tuple(ds.transform)[:6]) if georeferenced else None
-        if ds.nodata is not None:
-            nodata = ds.nodata
+    def __init__(
+        self,
+        record: SceneRecord,
+        nodata: float | None = None,
+        band_preset: str | None = None,
+        date_pattern: str | None = None,
+        overview_dir: Path | None = None,
+    ) -> None:
+        self.record = record
+        self.name = record.name
+        self.height, self.width = record.height, record.width
+        self.dtype = np.dtype(record.dtype)
+        self.crs = record.crs
+        georeferenced = record.crs is not None or record.transform != IDENTITY
+        self.transform = record.transform if georeferenced else None
+        if record.nodata is not None:
+            nodata = record.nodata
         elif nodata is None and self.dtype.kind == "u":
             nodata = 0
         self.nodata = float(nodata) if nodata is not None else None
-        date = parse_date(self.path.name) or parse_date(ds.tags().get("TIFFTAG_DATETIME", ""))
-        self.dates = (date,)
+        where = f"scene {record.name!r} ({listing(list(record.paths))})"
+        self.bands = name_bands(record.band_names, band_preset, where)
+        self.layers = record.layers
+        self.dates = (_scene_date(record, date_pattern),)
+        self.overview_dir = overview_dir
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_ds"] = None
-        state["_pid"] = None
-        return state
+    @classmethod
+    def from_file(
+        cls, path: str | Path, nodata: float | None = None, name: str | None = None, **kwargs: Any
+    ) -> GeoTiffScene:
+        """One GeoTIFF file as a scene (opens it once for its header)."""
+        return cls(file_record(read_file_info(path), name or Path(path).stem), nodata, **kwargs)
 
-    def _dataset(self) -> rasterio.DatasetReader:
-        """The open handle of this process (opened now on first use or after a fork)."""
-        if self._ds is None or self._pid != os.getpid():
-            self._ds = _open(self.path)
-            self._pid = os.getpid()
-        return self._ds
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The files the scene's bands are read from."""
+        return tuple(dict.fromkeys(self.record.files[f].path for f, _ in self.layers))
 
-    def _read(self, **kwargs: Any) -> np.ndarray:
-        """`DatasetReader.read` with rasterio failures turned into a DataError naming the file."""
+    def select(self, positions: Sequence[int], names: Sequence[str]) -> GeoTiffScene:
+        """The same scene with only the bands at `positions`, in that order, named `names`."""
+        selected = copy.copy(self)
+        selected.layers = tuple(self.layers[p] for p in positions)
+        selected.bands = tuple(names)
+        return selected
+
+    def _read_file(
+        self, number: int, indexes: list[int], window: Window, shape: tuple[int, int], resampling: Resampling
+    ) -> np.ndarray:
+        """Bands `indexes` of file `number` over `window` of the scene grid, as len(indexes) x shape.
+
+        A file on the scene's grid is read as is; a coarser one is read over the matching
+        fractional window, resampled to `shape`.
+        """
+        info = self.record.files[number]
         try:
-            return self._dataset().read(**kwargs)
+            return _dataset(info, max(MAX_OPEN_FILES, len(self.record.files))).read(
+                indexes=indexes,
+                window=self._source_window(info, window),
+                out_shape=(len(indexes), *shape),
+                out_dtype=self.dtype,
+                resampling=resampling,
+            )
         except RasterioError as err:
             cause = err.__cause__ or err
             raise DataError(
-                f"reading {self.path} failed ({cause}): the file looks truncated or corrupt; "
+                f"reading {info.path} failed ({cause}): the file looks truncated or corrupt; "
                 "re-export it (e.g. gdal_translate) or remove it from the folder"
             ) from err
+
+    def _source_window(self, info: FileInfo, window: Window) -> RioWindow:
+        """`window` of the scene grid in the pixels of `info` (fractional for a coarser file)."""
+        w = window
+        if info.transform == self.record.transform:
+            return RioWindow(w.col, w.row, w.width, w.height)
+        ga, _, gc, _, ge, gf = self.record.transform
+        fa, _, fc, _, fe, ff = info.transform
+        col = max((gc + ga * w.col - fc) / fa, 0.0)
+        row = max((gf + ge * w.row - ff) / fe, 0.0)
+        width = min(w.width * ga / fa, info.width - col)
+        height = min(w.height * ge / fe, info.height - row)
+        return RioWindow(col, row, width, height)
+
+    def _read_layers(self, window: Window, shape: tuple[int, int], resampling: Resampling) -> np.ndarray:
+        """All bands over `window`, one read per file, as C x shape."""
+        by_file: dict[int, list[tuple[int, int]]] = {}
+        for position, (number, index) in enumerate(self.layers):
+            by_file.setdefault(number, []).append((position, index))
+        if len(by_file) == 1:
+            ((number, items),) = by_file.items()
+            return self._read_file(number, [i for _, i in items], window, shape, resampling)
+        out = np.empty((len(self.layers), *shape), dtype=self.dtype)
+        for number, items in by_file.items():
+            out[[p for p, _ in items]] = self._read_file(
+                number, [i for _, i in items], window, shape, resampling
+            )
+        return out
 
     def _check(self, window: Window) -> None:
         """ValueError for a window that is empty or not fully inside the scene (a caller bug)."""
@@ -152,54 +229,62 @@ class GeoTiffScene(Scene):
         if date != 0:
             raise IndexError(f"scene {self.name!r} has one date; got date index {date}")
         self._check(window)
-        rio_window = RioWindow(window.col, window.row, window.width, window.height)
-        return self._read(window=rio_window, out_dtype=self.dtype)
+        return self._read_layers(window, (window.height, window.width), Resampling.bilinear)
 
     def read_valid(self, window: Window) -> np.ndarray:
         return _validity(self.read(window), self.nodata)
 
     def valid_overview(self, factor: int) -> np.ndarray:
-        """Validity on every `factor`-th pixel (nearest), one band at a time to keep memory small."""
+        """Validity on every `factor`-th pixel (nearest), read in strips of rows to keep memory small.
+
+        A strip reads all bands of a file at once, so each compressed block is decoded once.
+        Cached next to the folder index when the scene has an overview dir.
+        """
         if factor < 1:
             raise ValueError(f"overview factor must be >= 1, got {factor}")
-        shape = (-(-self.height // factor), -(-self.width // factor))
-        valid = np.zeros(shape, dtype=bool)
-        for index in range(1, self.num_bands + 1):
-            band = self._read(indexes=[index], out_shape=(1, *shape), resampling=Resampling.nearest)
-            valid |= _validity(band, self.nodata)
-        return valid
+        strip = factor * max(1, OVERVIEW_STRIP // factor)
+        width = -(-self.width // factor)
+
+        def compute() -> np.ndarray:
+            parts = []
+            for row in range(0, self.height, strip):
+                height = min(strip, self.height - row)
+                window = Window(row, 0, height, self.width)
+                pixels = self._read_layers(window, (-(-height // factor), width), Resampling.nearest)
+                parts.append(_validity(pixels, self.nodata))
+            return np.concatenate(parts)
+
+        if self.overview_dir is None:
+            return compute()
+        key = repr((self.record.paths, self.layers, factor, self.nodata)).encode()
+        return cached_array(self.overview_dir / f"{hashlib.sha256(key).hexdigest()[:16]}.npz", compute)
 
 
 def _check_same(
     scenes: list[GeoTiffScene], key: Callable[[GeoTiffScene], object], what: str, fix: str
 ) -> None:
-    """DataError listing each file's value of `key` when the scenes disagree on it."""
+    """DataError listing each scene's files by value of `key` when the scenes disagree on it."""
     groups: dict[str, list[str]] = {}
     for scene in scenes:
-        groups.setdefault(str(key(scene)), []).append(str(scene.path))
-    if len(groups) < 2:
-        return
-    listing = "; ".join(
-        f"{value}: {', '.join(paths[:MAX_LISTED])}"
-        + (f" (+{len(paths) - MAX_LISTED} more)" if len(paths) > MAX_LISTED else "")
-        for value, paths in groups.items()
-    )
-    raise DataError(f"GeoTIFF scenes have different {what} ({listing}); {fix}")
+        groups.setdefault(str(key(scene)), []).extend(scene.paths)
+    if len(groups) > 1:
+        values = "; ".join(f"{value}: {listing(paths)}" for value, paths in groups.items())
+        raise DataError(f"GeoTIFF scenes have different {what} ({values}); {fix}")
 
 
-def load_geotiff_folder(root: str | Path, nodata: float | None = None) -> list[GeoTiffScene]:
-    """Every GeoTIFF under `root` (recursive, sorted), checked to share band count and dtype."""
-    root = Path(root)
-    if not root.is_dir():
-        state = "is not a folder" if root.exists() else "does not exist"
-        raise DataError(f"GeoTIFF root {root} {state}; point data.root at a folder of GeoTIFF scenes")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in GEOTIFF_SUFFIXES)
-    if not paths:
-        raise DataError(
-            f"no GeoTIFF under {root} (looked for {', '.join(GEOTIFF_SUFFIXES)} in any letter case, "
-            "recursively); point data.root at a folder of scenes"
-        )
-    scenes = [GeoTiffScene(p, nodata, name=p.relative_to(root).with_suffix("").as_posix()) for p in paths]
+def load_geotiff_folder(
+    root: str | Path,
+    nodata: float | None = None,
+    band_preset: str | None = None,
+    date_pattern: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[GeoTiffScene]:
+    """Every scene under `root` (recursive, sorted), checked to share band count and dtype.
+
+    With `cache_dir` the folder's index and validity overviews are cached there.
+    """
+    index = index_folder(root, cache_dir)
+    scenes = [GeoTiffScene(r, nodata, band_preset, date_pattern, index.overview_dir) for r in index.scenes]
     _check_same(
         scenes,
         lambda s: s.num_bands,
@@ -212,4 +297,58 @@ def load_geotiff_folder(root: str | Path, nodata: float | None = None) -> list[G
         "dtypes",
         "give one sensor/product per folder, or convert the files to one dtype (gdal_translate -ot UInt16)",
     )
+    return scenes
+
+
+def _check_georeference(scenes: list[GeoTiffScene]) -> None:
+    """DataError naming the CRS-less files when others are georeferenced (their positions cannot mix)."""
+    bare = [p for s in scenes if s.crs is None for p in s.paths]
+    if bare and len(bare) < sum(len(s.paths) for s in scenes):
+        raise DataError(
+            f"{listing(bare)}: no CRS, but the other GeoTIFF scenes are georeferenced; georeference it "
+            "(gdal_edit.py -a_srs EPSG:<code> -a_ullr <ulx> <uly> <lrx> <lry> FILE) or move it to a folder "
+            "of its own and use that as a separate data source"
+        )
+
+
+def load_geotiff_folders(
+    roots: Sequence[str | Path],
+    nodata: float | None = None,
+    band_preset: str | Sequence[str | None] | None = None,
+    date_pattern: str | None = None,
+    cache_dir: str | Path | None = None,
+    bands: Sequence[str] | None = None,
+) -> list[GeoTiffScene]:
+    """The scenes of several folders (named ``<folder>/<scene>`` when there are several).
+
+    `band_preset` is one preset for every folder or a list aligned with `roots`. `bands` keeps
+    only those bands, matched by canonical name (``red`` finds Landsat-8 ``B4``), in that order
+    and under those names, so folders of different sensors share their common bands. Pixels of
+    folders with different dtypes are read as the wider one (uint8 and uint16 as uint16).
+    """
+    roots = [Path(r) for r in roots]
+    single = band_preset is None or isinstance(band_preset, str)
+    presets = [band_preset] * len(roots) if single else list(band_preset)
+    if len(presets) != len(roots):
+        raise DataError(
+            f"data.band_preset lists {len(presets)} presets for {len(roots)} folders in data.root; "
+            "give one preset per folder (null for none), or a single preset for all"
+        )
+    prefixes = (
+        [r.name for r in roots] if len({r.name for r in roots}) == len(roots) else list(map(str, roots))
+    )
+    scenes: list[GeoTiffScene] = []
+    for root, preset, prefix in zip(roots, presets, prefixes):
+        folder = load_geotiff_folder(root, nodata, preset, date_pattern, cache_dir)
+        for scene in folder:
+            if len(roots) > 1:
+                scene.name = f"{prefix}/{scene.name}"
+            if bands:
+                where = f"scene {scene.name!r} ({listing(list(scene.paths))})"
+                scene = scene.select(band_positions(scene.bands, bands, preset, where), bands)
+            scenes.append(scene)
+    _check_georeference(scenes)
+    dtype = np.result_type(*{s.dtype for s in scenes})
+    for scene in scenes:
+        scene.dtype = dtype
     return scenes

@@ -7,14 +7,10 @@ labelled held-out source that the online probe is validated on.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 from rsssl.data.scene import DataError, Scene
-
-
-def _file_identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime)}
 
 
 class Source(ABC):
@@ -92,29 +88,63 @@ class NpzSource(Source):
         return list(load_npz_scenes(self.path, band_names=self.band_names))
 
     def describe(self) -> dict:
+        from rsssl.data.index import file_identity
+
         if not self.path.exists():
             return {"npz": str(self.path)}
-        return {"npz": _file_identity(self.path), "band_names": self.band_names}
+        return {"npz": file_identity(self.path), "band_names": self.band_names}
 
 
 class GeoTiffSource(Source):
-    """A folder of GeoTIFF scenes read with windowed reads."""
+    """GeoTIFF scenes of one folder or several, indexed once (cached) and read by window.
+
+    `root`: a folder or a list of folders. `band_preset`: names the bands of files that carry
+    none (`rsssl.data.bands.PRESETS`), one for all folders or a list aligned with `root`.
+    `date_pattern`: a regular expression whose group 'date' finds each file's date in its name
+    (every file must match). `bands`: keep only these bands, matched by canonical name, so
+    folders of different sensors share their common bands. `cache_dir`: where the folder index
+    and validity overviews are cached (None: not cached).
+    """
 
     name = "geotiff"
 
-    def __init__(self, root: str, nodata: float | None = None) -> None:
-        if not root:
+    def __init__(
+        self,
+        root: str | Sequence[str],
+        nodata: float | None = None,
+        band_preset: str | Sequence[str | None] | None = None,
+        date_pattern: str | None = None,
+        bands: Sequence[str] | None = None,
+        cache_dir: str | None = None,
+    ) -> None:
+        roots = [root] if isinstance(root, (str, Path)) else list(root)
+        if not roots or not all(roots):
             raise DataError("data.root is empty: give a folder of GeoTIFF scenes, e.g. data.root=/data/tifs")
-        self.root = Path(root).expanduser()
+        self.roots = [Path(r).expanduser() for r in roots]
         self.nodata = nodata
+        self.band_preset = (
+            band_preset if band_preset is None or isinstance(band_preset, str) else list(band_preset)
+        )
+        self.date_pattern = date_pattern
+        self.bands = list(bands) if bands else None
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
 
     def load(self) -> list[Scene]:
-        from rsssl.data.geotiff import load_geotiff_folder
+        from rsssl.data.geotiff import load_geotiff_folders
 
-        return list(load_geotiff_folder(self.root, nodata=self.nodata))
+        return list(
+            load_geotiff_folders(
+                self.roots, self.nodata, self.band_preset, self.date_pattern, self.cache_dir, self.bands
+            )
+        )
 
     def describe(self) -> dict:
-        if not self.root.is_dir():
-            return {"geotiff": str(self.root)}
-        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in (".tif", ".tiff"))
-        return {"geotiff": [_file_identity(p) for p in files], "nodata": self.nodata}
+        from rsssl.data.index import folder_identity
+
+        return {
+            "geotiff": [folder_identity(r) if r.is_dir() else str(r) for r in self.roots],
+            "nodata": self.nodata,
+            "band_preset": self.band_preset,
+            "date_pattern": self.date_pattern,
+            "bands": self.bands,
+        }

