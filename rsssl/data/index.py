@@ -118,6 +118,11 @@ class FileInfo:
     def bounds(self) -> Bounds:
         return _bounds(self.transform, self.height, self.width)
 
+    @property
+    def date(self) -> str:
+        """The date in the file name, else in the TIFFTAG_DATETIME tag, ISO ("" when neither has one)."""
+        return parse_date(Path(self.path).name) or parse_date(self.datetime)
+
 
 def read_file_info(path: str | Path) -> FileInfo:
     """Open `path` once and read its header; DataError naming the file when it is no raster."""
@@ -148,8 +153,7 @@ class SceneRecord:
 
     `layers` gives, per band, the file (number in `files`) and the 1-based band index in it.
     `band_names` are the files' own names (descriptions, or the ``_B<n>`` suffix), None where
-    a band has none. `nodata` is the files' nodata tag; `date` comes from the first file's
-    name, else its TIFFTAG_DATETIME ("" when neither has one).
+    a band has none. `nodata` is the files' nodata tag; `date` is the first file's date.
     """
 
     name: str
@@ -184,7 +188,7 @@ def file_record(info: FileInfo, name: str) -> SceneRecord:
         crs=info.crs,
         dtype=pixel_dtype(info.path, info.dtypes).name,
         nodata=info.nodata,
-        date=parse_date(Path(info.path).name) or parse_date(info.datetime),
+        date=info.date,
     )
 
 
@@ -252,7 +256,7 @@ def band_files_record(name: str, bands: list[tuple[str, FileInfo]]) -> SceneReco
         crs=fine.crs,
         dtype=pixel_dtype(where, tuple(d for i in infos for d in i.dtypes)).name,
         nodata=fine.nodata,
-        date=parse_date(Path(infos[0].path).name) or parse_date(infos[0].datetime),
+        date=infos[0].date,
     )
 
 

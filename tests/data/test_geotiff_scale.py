@@ -175,7 +175,7 @@ def test_index_and_overviews_are_cached_and_invalidated(
     assert opens.count == 0  # options apply to the cached index
     assert [s.bands for s in named] == [("blue", "green"), ("red", "nir")]
     changed = random_pixels(2, seed=3)
-    write_tif(folder / "other.tif", changed, descriptions=("B4", "B5"))  # same size, new pixels and time: a new index
+    write_tif(folder / "other.tif", changed, descriptions=("B4", "B5"))  # same size, new pixels, new time
     os.utime(folder / "other.tif", ns=(0, 10**18))
     opens.count = 0
     third = load_and_index()

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 from rsssl.data.bands import band_wavelength, canonical_band_name, name_bands
 from rsssl.data.datamodule import RSDataModule
@@ -330,6 +331,7 @@ def test_band_names_from_descriptions_then_preset_then_index() -> None:
 
 
 def real_datamodule(source: GeoTiffSource, tmp_path: Path, **kwargs) -> RSDataModule:
+    """64-px tiles, batches of 4, no workers, statistics cached in `tmp_path`."""
     return RSDataModule(
         source, tile_size=64, batch_size=4, num_workers=0, stats_cache_dir=str(tmp_path), **kwargs
     )
@@ -351,12 +353,10 @@ def test_real_folders_alone_and_together(data_dir: Path, tmp_path: Path) -> None
     names = [s.name for s in dm.train_scenes]
     assert names == ["landsat8/" + alone.name, "rgbn/rgbn", "rgbn/rgbn_suba", "rgbn/rgbn_subb"]
     assert {s.dtype for s in dm.train_scenes} == {np.dtype(np.uint16)}  # uint8 RGBN read as uint16
-    window = Window(700, 900, 64, 64)
+    window = Window(300, 200, 64, 64)
     np.testing.assert_array_equal(dm.train_scenes[0].read(window), alone.read(window)[::-1])
     rgbn_scene = GeoTiffScene.from_file(data_dir / "geotiff" / "rgbn" / "rgbn.tif")
-    np.testing.assert_array_equal(
-        dm.train_scenes[1].read(window := Window(10, 20, 64, 64)), rgbn_scene.read(window)[:3]
-    )
+    np.testing.assert_array_equal(dm.train_scenes[1].read(window), rgbn_scene.read(window)[:3])
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64) and batch["image"].dtype == torch.uint16
     with pytest.raises(
@@ -381,7 +381,8 @@ def test_band_a_scene_lacks_lists_its_bands(data_dir: Path, tmp_path: Path) -> N
 
 def test_crs_less_file_among_georeferenced_ones(tmp_path: Path) -> None:
     write_tif(tmp_path / "a.tif", random_pixels(3))
-    write_tif(tmp_path / "plain.tif", random_pixels(3), transform=Affine.identity(), crs=None)
+    with pytest.warns(NotGeoreferencedWarning):
+        write_tif(tmp_path / "plain.tif", random_pixels(3), transform=Affine.identity(), crs=None)
     with pytest.raises(
         DataError, match=r"plain\.tif: no CRS, but the other .* georeference it \(gdal_edit.*own"
     ):
