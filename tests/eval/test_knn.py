@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from rsssl.eval.knn import knn_predict
-from tests.helpers.problems import NUM_CLASSES, overlapping_blobs
+from tests.helpers.problems import NUM_CLASSES, best_times, overlapping_blobs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -20,17 +18,6 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture(scope="module")
 def blobs() -> tuple[torch.Tensor, ...]:
     return overlapping_blobs(5000, 2000)
-
-
-def best_times(ours, theirs, repeats: int = 5) -> tuple[float, float]:
-    """Best-of-`repeats` seconds of each, the runs interleaved so a burst of load hits both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, record in zip((ours, theirs), times, strict=True):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
 
 
 def test_uniform_vote_equals_sklearn_cosine_knn(blobs):

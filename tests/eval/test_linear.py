@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -18,7 +16,7 @@ from rsssl.eval.linear import (
     split_train_val,
     standardisation,
 )
-from tests.helpers.problems import NUM_CLASSES, overlapping_blobs
+from tests.helpers.problems import NUM_CLASSES, best_times, overlapping_blobs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -39,17 +37,6 @@ def probe(blobs):
 
 def objective(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, l2: float) -> float:
     return (F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.square().sum()).item()
-
-
-def best_times(ours, theirs, repeats: int = 5) -> tuple[float, float]:
-    """Best-of-`repeats` seconds of each, the runs interleaved so a burst of load hits both alike."""
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for fn, record in zip((ours, theirs), times, strict=True):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return min(times[0]), min(times[1])
 
 
 def test_same_solution_as_sklearn_at_the_mapped_c(blobs):

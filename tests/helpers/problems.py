@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from rsssl.data.sources import Source
@@ -32,3 +34,14 @@ class ListSource(Source):
 
     def describe(self):
         return {"test": [s.name for s in self.scenes]}
+
+
+def best_times(ours, theirs, repeats: int = 5) -> tuple[float, float]:
+    """Best-of-`repeats` seconds of each, the runs interleaved so a burst of load hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, record in zip((ours, theirs), times, strict=True):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return min(times[0]), min(times[1])
