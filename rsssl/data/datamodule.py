@@ -15,8 +15,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from rsssl.data.bands import canonical_band_name
 from rsssl.data.sampling import EpochSampler, PairSampling, check_multi_date, neighbour_radii, tile_pixels
-from rsssl.data.scene import DataError, Scene
+from rsssl.data.scene import BandSubsetScene, DataError, Scene
 from rsssl.data.sources import Source
 from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats
 from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
@@ -24,35 +25,56 @@ from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
 IMAGE_KEYS = ("image", "neighbor", "other_time")
 
 
+def _band_position(scene: Scene, band: str) -> int | None:
+    """Where `band` sits in `scene`: by exact name, else by canonical name (`B4` finds `red`)."""
+    if band in scene.bands:
+        return scene.bands.index(band)
+    common = canonical_band_name(band)
+    matches = [i for i, name in enumerate(scene.bands) if canonical_band_name(name) == common]
+    if len(matches) > 1:
+        raise DataError(
+            f"band {band!r} matches several bands of scene {scene.name!r} "
+            f"({', '.join(scene.bands[i] for i in matches)}): name the band exactly in data.bands"
+        )
+    return matches[0] if matches else None
+
+
+def _canonical_bands(scene: Scene) -> tuple[str, ...]:
+    return tuple(canonical_band_name(b) for b in scene.bands)
+
+
 def resolve_bands(
     scenes: Sequence[Scene], wanted: Sequence[str] | None
-) -> tuple[tuple[str, ...], list[int] | None]:
-    """Check all scenes share their bands and pick `wanted` by name; returns names and indices."""
+) -> tuple[tuple[str, ...], list[Scene]]:
+    """The band names every scene is read with, and the scenes with `wanted` selected by name.
+
+    Without `wanted` all scenes must carry the same bands. With it, each scene keeps those bands
+    in that order wherever they sit in its file, so different sensors share their common bands.
+    """
     first = scenes[0]
-    for scene in scenes[1:]:
-        if scene.num_bands != first.num_bands and not wanted:
-            raise DataError(
-                f"scenes have different band counts: {first.name!r} has {first.num_bands} "
-                f"({', '.join(first.bands)}), {scene.name!r} has {scene.num_bands} "
-                f"({', '.join(scene.bands)}); use one sensor per source or select common bands by "
-                "name with data.bands=[...]"
-            )
     if not wanted:
-        return first.bands, None
-    indices = []
+        for scene in scenes[1:]:
+            if _canonical_bands(scene) != _canonical_bands(first):
+                counts = "different band counts" if scene.num_bands != first.num_bands else "different bands"
+                raise DataError(
+                    f"scenes have {counts}: {first.name!r} has {first.num_bands} "
+                    f"({', '.join(first.bands)}), {scene.name!r} has {scene.num_bands} "
+                    f"({', '.join(scene.bands)}); use one sensor per source or select common bands by "
+                    "name with data.bands=[...]"
+                )
+        return first.bands, list(scenes)
+    selected = []
     for scene in scenes:
-        missing = [b for b in wanted if b not in scene.bands]
+        positions = [_band_position(scene, b) for b in wanted]
+        missing = [b for b, i in zip(wanted, positions, strict=True) if i is None]
         if missing:
             raise DataError(
                 f"scene {scene.name!r} has no band {', '.join(map(repr, missing))}; its bands are "
                 f"{', '.join(scene.bands)}: fix data.bands"
             )
-        indices.append([scene.bands.index(b) for b in wanted])
-    if any(ix != indices[0] for ix in indices):
-        raise DataError(
-            "the selected bands sit at different positions in different scenes; not supported yet"
-        )
-    return tuple(wanted), indices[0]
+        identity = positions == list(range(scene.num_bands))
+        selected.append(scene if identity else BandSubsetScene(scene, positions))
+    return tuple(wanted), selected
 
 
 class RSDataModule(L.LightningDataModule):
@@ -119,11 +141,11 @@ class RSDataModule(L.LightningDataModule):
         """Load scenes, index tiles and compute statistics once (idempotent)."""
         if self._prepared:
             return
-        self.train_scenes = self.source.load()
-        self.bands, self.band_indices = resolve_bands(self.train_scenes, self.wanted_bands)
+        train_scenes = self.source.load()
         val_source = self.source.validation()
-        self.val_scenes = val_source.load() if val_source is not None else []
-        scenes = self.train_scenes + self.val_scenes
+        val_scenes = val_source.load() if val_source is not None else []
+        self.bands, scenes = resolve_bands(train_scenes + val_scenes, self.wanted_bands)
+        self.train_scenes, self.val_scenes = scenes[: len(train_scenes)], scenes[len(train_scenes) :]
         self.tile_size = tile_pixels(scenes, self.tile_size, self.tile_units, "data.tile_size")
         self._check_tile_size(self.tile_size)
         if self.stride is not None:
@@ -145,7 +167,7 @@ class RSDataModule(L.LightningDataModule):
             radii = neighbour_radii(self.train_scenes, self.neighbor_radius, self.neighbor_units)
         if other_time:
             check_multi_date(self.train_scenes)
-        return PairSampling(seed, radii, other_time)
+        return PairSampling(seed, radii, other_time, self.min_valid)
 
     def _stats(self) -> BandStats:
         description = {
@@ -159,9 +181,7 @@ class RSDataModule(L.LightningDataModule):
         return cached_band_stats(
             self.stats_cache_dir,
             description,
-            lambda: compute_band_stats(
-                self.train_scenes, self.train_index, self.band_indices, self.stats_tiles
-            ),
+            lambda: compute_band_stats(self.train_scenes, self.train_index, max_tiles=self.stats_tiles),
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -200,7 +220,7 @@ class RSDataModule(L.LightningDataModule):
         self, scenes: Sequence[Scene], index: TileIndex, sampling: PairSampling | None = None
     ) -> TileDataset:
         with_mask = "mask" in self.required_keys
-        return TileDataset(scenes, index, self.band_indices, with_mask=with_mask, sampling=sampling)
+        return TileDataset(scenes, index, with_mask=with_mask, sampling=sampling)
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch

@@ -26,12 +26,14 @@ UNITS = ("px", "m")
 
 @dataclass(frozen=True)
 class PairSampling:
-    """What extras each training sample gets: a neighbour (radius in pixels, one per scene)
-    and/or the same window at another date, drawn from `seed`."""
+    """What extras each training sample gets: a neighbour (radius in pixels, one per scene,
+    redrawn when less than `min_valid` of it is data) and/or the same window at another date,
+    drawn from `seed`."""
 
     seed: int
     radii: tuple[int, ...] | None = None
     other_time: bool = False
+    min_valid: float = 0.0
 
     def rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of one sample at one epoch: the same on any worker, new every epoch."""

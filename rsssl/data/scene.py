@@ -10,6 +10,7 @@ the CPU side.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,3 +153,30 @@ class ArrayScene(Scene):
         if self.valid is None:
             return np.ones((-(-self.height // factor), -(-self.width // factor)), dtype=bool)
         return self.valid[::factor, ::factor]
+
+
+class BandSubsetScene(Scene):
+    """A view of `scene` with only the bands at `indices`, in that order (selection by name).
+
+    Everything but the band axis is the underlying scene's; reads slice the selected planes, so
+    scenes whose common bands sit at different positions still yield aligned tiles.
+    """
+
+    def __init__(self, scene: Scene, indices: Sequence[int]) -> None:
+        self.source_scene = scene
+        self.indices = list(indices)
+        self.bands = tuple(scene.bands[i] for i in self.indices)
+        for attr in ("name", "height", "width", "dtype", "dates", "transform", "crs", "class_names"):
+            setattr(self, attr, getattr(scene, attr))
+
+    def read(self, window: Window, date: int = 0) -> np.ndarray:
+        return self.source_scene.read(window, date)[self.indices]
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        return self.source_scene.read_valid(window)
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        return self.source_scene.read_mask(window)
+
+    def valid_overview(self, factor: int) -> np.ndarray:
+        return self.source_scene.valid_overview(factor)

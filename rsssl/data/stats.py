@@ -37,7 +37,6 @@ class BandStats:
 def compute_band_stats(
     scenes: Sequence[Scene],
     index: TileIndex,
-    band_indices: Sequence[int] | None = None,
     max_tiles: int = 256,
     seed: int = 0,
 ) -> BandStats:
@@ -51,8 +50,6 @@ def compute_band_stats(
         scene = scenes[int(index.scene[i])]
         window = Window(int(index.row[i]), int(index.col[i]), size, size)
         pixels = scene.read(window)
-        if band_indices is not None:
-            pixels = pixels[list(band_indices)]
         valid = scene.read_valid(window)
         values = pixels[:, valid].astype(np.float64)
         if not np.isfinite(values).all():

@@ -28,9 +28,25 @@ class TileIndex:
     col: np.ndarray  # int32 top-left col
     label: np.ndarray  # int64 majority class, -1 when the scene is unlabelled
     tile_size: int
+    # validity of each scene at 1/overview_factor (what tiles were chosen from); empty = unknown
+    overviews: tuple[np.ndarray, ...] = ()
+    overview_factor: int = 1
 
     def __len__(self) -> int:
         return len(self.scene)
+
+    def valid_fraction(self, scene: int, row: int, col: int) -> float:
+        """Valid fraction of the tile at (row, col) of `scene`, from the overview (1.0 if unknown).
+
+        The part of a window outside the scene (reflect-padded when read) is not counted.
+        """
+        if not self.overviews:
+            return 1.0
+        overview, factor = self.overviews[scene], self.overview_factor
+        r0, c0 = max(row, 0) // factor, max(col, 0) // factor
+        r1, c1 = -(-(row + self.tile_size) // factor), -(-(col + self.tile_size) // factor)
+        cells = overview[r0:r1, c0:c1]
+        return float(cells.mean()) if cells.size else 0.0
 
     @property
     def labelled(self) -> bool:
@@ -70,6 +86,7 @@ def build_tile_index(
     stride = stride or tile_size
     factor = max(1, min(stride, tile_size) // 4)
     parts: list[tuple[np.ndarray, ...]] = []
+    overviews = []
     for number, scene in enumerate(scenes):
         if scene.height < tile_size or scene.width < tile_size:
             raise DataError(
@@ -81,7 +98,8 @@ def build_tile_index(
             _grid(scene.height, tile_size, stride), _grid(scene.width, tile_size, stride), indexing="ij"
         )
         rows, cols = rows.ravel(), cols.ravel()
-        keep = _valid_fraction(scene.valid_overview(factor), factor, rows, cols, tile_size) >= min_valid
+        overviews.append(scene.valid_overview(factor))
+        keep = _valid_fraction(overviews[-1], factor, rows, cols, tile_size) >= min_valid
         if not keep.any():
             raise DataError(
                 f"scene {scene.name!r} has no {tile_size}px tile with at least {min_valid:.0%} valid "
@@ -95,13 +113,16 @@ def build_tile_index(
             labels = np.array([_majority_label(scene, r, c, tile_size) for r, c in zip(rows, cols)])
         parts.append((np.full(len(rows), number, dtype=np.int32), rows, cols, labels))
     scene_ids, rows, cols, labels = (np.concatenate(p) for p in zip(*parts))
-    return TileIndex(scene_ids, rows.astype(np.int32), cols.astype(np.int32), labels, tile_size)
+    rows, cols = rows.astype(np.int32), cols.astype(np.int32)
+    return TileIndex(scene_ids, rows, cols, labels, tile_size, tuple(overviews), factor)
+
+
+NEIGHBOUR_TRIES = 10  # redraws of a neighbour that falls on nodata before keeping the best
 
 
 class TileDataset(Dataset):
     """Cuts indexed tiles: image (uint, C x T x T) plus label, position, scene and date.
 
-    `band_indices` selects bands (by position; names are resolved by the datamodule).
     `with_mask` adds the per-pixel class mask. `sampling` adds a spatial neighbour
     (`neighbor`, `neighbor_offset` (dy, dx) px, `neighbor_pos`) and/or the same window at
     another date (`other_time`, `other_time_index`; `time` is then a random anchor date).
@@ -113,13 +134,11 @@ class TileDataset(Dataset):
         self,
         scenes: Sequence[Scene],
         index: TileIndex,
-        band_indices: Sequence[int] | None = None,
         with_mask: bool = False,
         sampling: PairSampling | None = None,
     ) -> None:
         self.scenes = list(scenes)
         self.index = index
-        self.band_indices = list(band_indices) if band_indices is not None else None
         self.with_mask = with_mask
         self.sampling = sampling
 
@@ -129,8 +148,6 @@ class TileDataset(Dataset):
     def read_tile(self, scene: Scene, row: int, col: int, date: int = 0) -> torch.Tensor:
         """The tile at top-left (row, col), reflect-padded where it leaves the scene."""
         pixels = read_reflect(scene, row, col, self.index.tile_size, date)
-        if self.band_indices is not None:
-            pixels = pixels[self.band_indices]
         return torch.from_numpy(np.ascontiguousarray(pixels))
 
     def _extras(self, number: int, row: int, col: int, epoch: int, i: int) -> tuple[int, dict]:
@@ -143,12 +160,28 @@ class TileDataset(Dataset):
             extras["other_time"] = self.read_tile(scene, row, col, other)
             extras["other_time_index"] = torch.tensor(other)
         if sampling.radii is not None:
-            dy, dx = neighbour_offset(rng, row, col, size, scene.height, scene.width, sampling.radii[number])
+            dy, dx = self._valid_neighbour_offset(rng, number, row, col)
             extras["neighbor"] = self.read_tile(scene, row + dy, col + dx, date)
             extras["neighbor_offset"] = torch.tensor((dy, dx), dtype=torch.int64)
             centre = (row + dy + size / 2, col + dx + size / 2)
             extras["neighbor_pos"] = torch.tensor(scene.pixel_to_map(*centre), dtype=torch.float64)
         return date, extras
+
+    def _valid_neighbour_offset(
+        self, rng: np.random.Generator, number: int, row: int, col: int
+    ) -> tuple[int, int]:
+        """A neighbour offset uniform over the ±D square, redrawn while the neighbour would be
+        mostly nodata (under `sampling.min_valid`); after `NEIGHBOUR_TRIES` the most valid draw."""
+        scene, size, sampling = self.scenes[number], self.index.tile_size, self.sampling
+        best, best_valid = (0, 0), -1.0
+        for _ in range(NEIGHBOUR_TRIES):
+            dy, dx = neighbour_offset(rng, row, col, size, scene.height, scene.width, sampling.radii[number])
+            valid = self.index.valid_fraction(number, row + dy, col + dx)
+            if valid >= sampling.min_valid:
+                return dy, dx
+            if valid > best_valid:
+                best, best_valid = (dy, dx), valid
+        return best
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         i, epoch = item if isinstance(item, tuple) else (item, 0)

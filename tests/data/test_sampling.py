@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +239,33 @@ def test_epoch_sampler_follows_the_given_epoch():
     assert once == twice and {e for _, e in once} == {3} and sorted(i for i, _ in once) == list(range(10))
     epoch[0] = 4
     assert [i for i, _ in sampler] != [i for i, _ in once]
+
+
+def collar_scene():
+    """96 x 96 px whose left 40 columns are nodata (a scene collar)."""
+    valid = np.ones((96, 96), bool)
+    valid[:, :40] = False
+    pixels = np.full((1, 2, 96, 96), 500, np.uint16)
+    return ArrayScene("collar", pixels, valid=valid)
+
+
+def neighbour_valid_fractions(dataset, epochs=30):
+    """Valid fraction (from the scene's own mask) of every neighbour drawn over `epochs`."""
+    scene, size = dataset.scenes[0], dataset.index.tile_size
+    fractions = []
+    for epoch in range(epochs):
+        for i in range(len(dataset)):
+            sample = dataset[(i, epoch)]
+            row, col = (sample["pixel"] + sample["neighbor_offset"]).tolist()
+            fractions.append(scene.valid[max(row, 0) : row + size, max(col, 0) : col + size].mean())
+    return np.array(fractions)
+
+
+def test_neighbours_avoid_nodata_like_the_anchors():
+    dm = datamodule([collar_scene()], ["neighbor"], neighbor_radius=32, min_valid=0.9)
+    dataset = dm.train_dataloader().dataset
+    assert dm.train_index.col.min() >= 40 - 4  # anchors are valid tiles
+    assert neighbour_valid_fractions(dataset).min() >= 0.9
+    # the same anchors without the check draw neighbours in the collar: the redraw is what avoids it
+    dataset.sampling = dataclasses.replace(dataset.sampling, min_valid=0.0)
+    assert neighbour_valid_fractions(dataset).min() < 0.5

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rsssl.data.datamodule import RSDataModule, resolve_bands
-from rsssl.data.scene import ArrayScene, DataError
+from rsssl.data.scene import ArrayScene, DataError, Window
 from rsssl.data.sources import GeoTiffSource, NpzSource, SyntheticSource
 from rsssl.data.stats import cached_band_stats, compute_band_stats
 from rsssl.data.tiles import TileDataset, build_tile_index
@@ -118,7 +118,7 @@ def test_band_selection_by_name(tmp_path):
         bands=["nir", "red"],
     )
     dm.prepare()
-    full = dm.train_scenes[0].images[0]
+    full = dm.train_scenes[0].source_scene.images[0]
     sample = dm.train_dataloader().dataset[0]
     r, c = sample["pixel"].tolist()
     np.testing.assert_array_equal(sample["image"].numpy(), full[[3, 0], r : r + 32, c : c + 32])
@@ -129,6 +129,55 @@ def test_band_selection_by_name(tmp_path):
 def test_mixed_band_counts_need_selection():
     with pytest.raises(DataError, match="different band counts"):
         resolve_bands([scene(bands=3), scene("t", bands=4)], None)
+
+
+def named(name, bands, seed=0):
+    """A 16 px scene whose plane i holds the value 100 * (i + 1): tells bands apart after selection."""
+    planes = np.stack([np.full((16, 16), 100 * (i + 1), np.uint16) for i in range(len(bands))])
+    return ArrayScene(name, planes, bands=tuple(bands))
+
+
+def test_same_band_count_with_other_bands_is_refused():
+    with pytest.raises(DataError, match=r"different bands: 'rgb'.*'nrg'.*data.bands"):
+        resolve_bands([named("rgb", ["red", "green", "blue"]), named("nrg", ["nir", "red", "green"])], None)
+
+
+def test_common_bands_at_different_positions_are_aligned():
+    rgbn = named("rgbn", ["red", "green", "blue", "nir"])
+    s2 = named("s2", ["B02", "B03", "B04", "B08"])  # Sentinel-2 names, in wavelength order
+    bands, scenes = resolve_bands([rgbn, s2], ["red", "green", "B08"])  # B08 is the NIR band of both
+    assert bands == ("red", "green", "B08")
+    window = Window(0, 0, 4, 4)
+    assert [int(p[0, 0]) for p in scenes[0].read(window)] == [100, 200, 400]
+    assert [int(p[0, 0]) for p in scenes[1].read(window)] == [300, 200, 400]
+    assert scenes[1].name == "s2" and scenes[1].height == 16
+
+
+def test_identity_selection_keeps_the_scene():
+    rgb = named("rgb", ["red", "green", "blue"])
+    assert resolve_bands([rgb], ["red", "green", "blue"])[1][0] is rgb
+
+
+class WithValidation(ListSource):
+    def __init__(self, train, val):
+        super().__init__(train)
+        self.val = val
+
+    def validation(self):
+        return ListSource(self.val)
+
+
+def test_validation_scenes_get_the_same_bands():
+    source = WithValidation([named("t", ["red", "green", "nir"])], [named("v", ["nir", "green", "red"])])
+    dm = RSDataModule(
+        source, tile_size=8, batch_size=2, num_workers=0, stats_cache_dir=None, bands=["nir", "red"]
+    )
+    dm.prepare()
+    assert [int(p[0, 0]) for p in dm.val_scenes[0].read(Window(0, 0, 8, 8))] == [100, 300]
+    source = WithValidation([named("t", ["red", "green", "nir"])], [named("v", ["red", "green", "blue"])])
+    dm = RSDataModule(source, tile_size=8, batch_size=2, num_workers=0, stats_cache_dir=None)
+    with pytest.raises(DataError, match="different bands: 't'"):
+        dm.prepare()
 
 
 def test_too_few_tiles_for_a_batch(tmp_path):
@@ -167,3 +216,8 @@ def test_real_npz_scene(data_dir, tmp_path):
     dm.prepare()
     assert dm.bands == ("red", "green", "blue") or len(dm.bands) == 3
     assert len(dm.train_index) > 20
+
+
+def test_ambiguous_band_name_is_refused():
+    with pytest.raises(DataError, match="'NIR' matches several bands.*nir, B08"):
+        resolve_bands([named("x", ["nir", "B08"])], ["NIR"])
