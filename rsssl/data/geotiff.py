@@ -23,6 +23,7 @@ else those of the band preset, else b1..bN, always canonical (``red``, ``nir``, 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import os
@@ -46,6 +47,8 @@ from rsssl.data.index import (
     SceneRecord,
     cached_array,
     file_record,
+    finest_common_grid,
+    grid_bounds,
     index_folder,
     listing,
     open_raster,
@@ -162,6 +165,15 @@ class GeoTiffScene(Scene):
         selected = copy.copy(self)
         selected.layers = tuple(self.layers[p] for p in positions)
         selected.bands = tuple(names)
+        files = sorted({number for number, _ in selected.layers})
+        if len(files) < len(self.record.files):  # per-band files: the grid of the kept bands only
+            transform, height, width = finest_common_grid([self.record.files[f] for f in files])
+            bounds = grid_bounds(transform, height, width)
+            selected.record = dataclasses.replace(
+                self.record, transform=transform, height=height, width=width, bounds=bounds
+            )
+            selected.height, selected.width = height, width
+            selected.transform = transform if self.transform is not None else None
         return selected
 
     def _read_file(

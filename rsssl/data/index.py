@@ -2,8 +2,12 @@
 
 Indexing opens every file once for its header (size, georeference, bands, dtype, nodata,
 date) and groups the files into scenes: a scene is one multi-band file, or one single-band
-file per band named ``<scene id>_B<n>.TIF`` (the Landsat / Sentinel-2 distribution, e.g.
-``LC08_..._B4.TIF``, ``T33UUP_..._B8A.tif``). Bands of one scene at different resolutions share
+file per band named ``<scene id>_B<n>`` the way Landsat and Sentinel-2 are distributed
+(``LC08_..._B4.TIF``, Collection-2 ``LC08_..._SR_B4.TIF`` / ``..._ST_B10.TIF``, Sentinel-2
+``T33UUP_..._B8A.jp2`` and L2A ``R10m/T33UUP_..._B04_10m.jp2``; the ``R10m``/``R20m``/``R60m``
+folders of one product are one scene, a band given at several resolutions is read from its
+finest file). Other files of such a scene (``_QA_PIXEL``, ``_SCL_20m``, ``_TCI``, angle bands)
+are left out, with a warning that lists them. Bands of one scene at different resolutions share
 one pixel grid: the finest resolution over the footprint all of them cover.
 
 The index is cached as JSON in the cache dir under a key made of the identity (path, size,
@@ -17,12 +21,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import math
 import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +38,18 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from rsssl.data.scene import DataError
 
-INDEX_VERSION = 1
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
+INDEX_VERSION = 2  # 2: Landsat C2 / Sentinel-2 L2A band files, left-out files
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-BAND_FILE = re.compile(r"^(?P<scene>.+)_(?P<band>B\d{1,2}A?)$", re.IGNORECASE)
+# <scene id>_[SR_|ST_]B<n>[A][_<resolution>m]: Landsat (C1, C2 SR/ST) and Sentinel-2 (L1C, L2A) band files
+BAND_FILE = re.compile(r"^(?P<scene>.+?)_(?:(?:SR|ST)_)?(?P<band>B\d{1,2}A?)(?:_\d+m)?$", re.IGNORECASE)
+RESOLUTION_FOLDER = re.compile(r"^R\d+m$", re.IGNORECASE)  # Sentinel-2 L2A IMG_DATA/R10m, R20m, R60m
 DATE = re.compile(r"(?<!\d)(\d{4})([-:]?)(\d{2})\2(\d{2})(?!\d)")
 YEARS = range(1900, 2101)
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 MAX_LISTED = 10
+
+log = logging.getLogger(__name__)
 
 Transform = tuple[float, float, float, float, float, float]
 Bounds = tuple[float, float, float, float]
@@ -90,7 +99,7 @@ def pixel_dtype(where: str, dtypes: tuple[str, ...]) -> np.dtype:
     )
 
 
-def _bounds(transform: Transform, height: int, width: int) -> Bounds:
+def grid_bounds(transform: Transform, height: int, width: int) -> Bounds:
     """left, bottom, right, top of a height x width grid."""
     a, b, c, d, e, f = transform
     corners = [(col, row) for col in (0, width) for row in (0, height)]
@@ -116,7 +125,7 @@ class FileInfo:
 
     @property
     def bounds(self) -> Bounds:
-        return _bounds(self.transform, self.height, self.width)
+        return grid_bounds(self.transform, self.height, self.width)
 
     @property
     def date(self) -> str:
@@ -207,14 +216,29 @@ def _same(name: str, infos: list[FileInfo], key: Callable[[FileInfo], object], w
         raise DataError(f"the per-band files of scene {name!r} have different {what} ({values}); {fix}")
 
 
+def _finest_per_band(where: str, bands: list[tuple[str, FileInfo]]) -> list[tuple[str, FileInfo]]:
+    """One file per band: of a band given at several resolutions (Sentinel-2 L2A), the finest."""
+    by_band: dict[str, list[FileInfo]] = {}
+    for band, info in bands:
+        by_band.setdefault(band.upper(), []).append(info)
+    chosen = []
+    for band, infos in by_band.items():
+        infos = sorted(infos, key=lambda i: abs(i.transform[0]))
+        if len(infos) > 1 and abs(infos[0].transform[0]) == abs(infos[1].transform[0]):
+            raise DataError(
+                f"{where} has two files for band {band} at one resolution ({infos[0].path}, "
+                f"{infos[1].path}); keep one file per band"
+            )
+        chosen.append((band, infos[0]))
+    return chosen
+
+
 def band_files_record(name: str, bands: list[tuple[str, FileInfo]]) -> SceneRecord:
     """A scene made of single-band files, resampled to the finest grid they all cover."""
-    bands = sorted(bands, key=lambda item: _band_order(item[0]))
+    where = f"scene {name!r} ({listing([i.path for _, i in bands])})"
+    bands = sorted(_finest_per_band(where, bands), key=lambda item: _band_order(item[0]))
     infos = [info for _, info in bands]
-    where = f"scene {name!r} ({listing([i.path for i in infos])})"
-    names = [band.upper() for band, _ in bands]
-    if len(set(names)) < len(names):
-        raise DataError(f"{where} has two files for one band; keep one file per band")
+    names = [band for band, _ in bands]
     _same(name, infos, lambda i: i.crs, "CRSs", "reproject them to one CRS (gdalwarp -t_srs EPSG:<code>)")
     _same(name, infos, lambda i: i.nodata, "nodata values", "set one nodata value (gdal_edit.py -a_nodata)")
     if any(i.transform[1] or i.transform[3] for i in infos):
@@ -234,7 +258,26 @@ def band_files_record(name: str, bands: list[tuple[str, FileInfo]]) -> SceneReco
             "files so that different scenes have different ids"
         )
     fine = min(infos, key=lambda i: abs(i.transform[0]))
-    a, _, c, _, e, f = fine.transform
+    transform, height, width = finest_common_grid(infos)
+    return SceneRecord(
+        name=name,
+        files=tuple(infos),
+        layers=tuple((i, 1) for i in range(len(infos))),
+        band_names=tuple(names),
+        height=height,
+        width=width,
+        transform=transform,
+        bounds=grid_bounds(transform, height, width),
+        crs=fine.crs,
+        dtype=pixel_dtype(where, tuple(d for i in infos for d in i.dtypes)).name,
+        nodata=fine.nodata,
+        date=infos[0].date,
+    )
+
+
+def finest_common_grid(infos: Sequence[FileInfo]) -> tuple[Transform, int, int]:
+    """Transform, height and width of the finest of the files' grids over the part all cover."""
+    a, _, c, _, e, f = min(infos, key=lambda i: abs(i.transform[0])).transform
     left, bottom, right, top = (
         max(i.bounds[0] for i in infos),
         max(i.bounds[1] for i in infos),
@@ -243,21 +286,7 @@ def band_files_record(name: str, bands: list[tuple[str, FileInfo]]) -> SceneReco
     )
     col0, row0 = math.ceil((left - c) / a - 1e-6), math.ceil((top - f) / e - 1e-6)
     col1, row1 = math.floor((right - c) / a + 1e-6), math.floor((bottom - f) / e + 1e-6)
-    transform = (a, 0.0, c + col0 * a, 0.0, e, f + row0 * e)
-    return SceneRecord(
-        name=name,
-        files=tuple(infos),
-        layers=tuple((i, 1) for i in range(len(infos))),
-        band_names=tuple(names),
-        height=row1 - row0,
-        width=col1 - col0,
-        transform=transform,
-        bounds=_bounds(transform, row1 - row0, col1 - col0),
-        crs=fine.crs,
-        dtype=pixel_dtype(where, tuple(d for i in infos for d in i.dtypes)).name,
-        nodata=fine.nodata,
-        date=infos[0].date,
-    )
+    return (a, 0.0, c + col0 * a, 0.0, e, f + row0 * e), row1 - row0, col1 - col0
 
 
 def geotiff_paths(root: Path) -> list[Path]:
@@ -265,30 +294,50 @@ def geotiff_paths(root: Path) -> list[Path]:
     if not root.is_dir():
         state = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"GeoTIFF root {root} {state}; point data.root at a folder of GeoTIFF scenes")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in GEOTIFF_SUFFIXES)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
     if not paths:
         raise DataError(
-            f"no GeoTIFF under {root} (looked for {', '.join(GEOTIFF_SUFFIXES)} in any letter case, "
+            f"no GeoTIFF under {root} (looked for {', '.join(RASTER_SUFFIXES)} in any letter case, "
             "recursively); point data.root at a folder of scenes"
         )
     return paths
 
 
-def build_records(root: Path, paths: list[Path]) -> list[SceneRecord]:
-    """Read every file's header and group the files into scenes (sorted by name)."""
-    records: list[SceneRecord] = []
+def _scene_key(relative: Path, scene_id: str) -> str:
+    """The scene a band file belongs to: its folder (an L2A resolution folder counts as its
+    parent, so R10m/R20m/R60m make one scene) and its scene id."""
+    parent = relative.parent
+    if RESOLUTION_FOLDER.match(parent.name):
+        parent = parent.parent
+    return (parent / scene_id).as_posix()
+
+
+def build_records(root: Path, paths: list[Path]) -> tuple[list[SceneRecord], list[str]]:
+    """Read every file's header and group the files into scenes (sorted by name).
+
+    Returns the scenes and the files left out: those named after a band-file scene that are
+    not one of its bands (quality masks, classification, preview and angle layers).
+    """
     groups: dict[str, list[tuple[str, FileInfo]]] = {}
+    others: list[tuple[Path, FileInfo]] = []
     for path in paths:
         info = read_file_info(path)
         relative = path.relative_to(root).with_suffix("")
         match = BAND_FILE.match(relative.name)
         if match and len(info.dtypes) == 1:
-            scene = relative.with_name(match.group("scene")).as_posix()
-            groups.setdefault(scene, []).append((match.group("band"), info))
+            groups.setdefault(_scene_key(relative, match.group("scene")), []).append(
+                (match.group("band"), info)
+            )
         else:
-            records.append(file_record(info, relative.as_posix()))
+            others.append((relative, info))
+    left_out = [
+        info.path
+        for relative, info in others
+        if any(_scene_key(relative, relative.name).startswith(f"{key}_") for key in groups)
+    ]
+    records = [file_record(info, rel.as_posix()) for rel, info in others if info.path not in left_out]
     records += [band_files_record(name, bands) for name, bands in groups.items()]
-    return sorted(records, key=lambda r: r.name)
+    return sorted(records, key=lambda r: r.name), left_out
 
 
 def file_identity(path: Path) -> dict[str, Any]:
@@ -328,6 +377,7 @@ class FolderIndex:
     root: Path
     scenes: tuple[SceneRecord, ...]
     cache: Path | None
+    left_out: tuple[str, ...] = ()
 
     @property
     def overview_dir(self) -> Path | None:
@@ -339,18 +389,40 @@ def index_folder(root: str | Path, cache_dir: str | Path | None = None) -> Folde
     """The scenes of every GeoTIFF under `root`, from the cache in `cache_dir` when it has them."""
     root = Path(root)
     paths = geotiff_paths(root)
+    index = _cached_index(root, paths, cache_dir)
+    if index.left_out:
+        log.warning(
+            "%s: left out %d files that are not bands of their scenes (quality, classification, "
+            "preview or angle layers): %s",
+            root,
+            len(index.left_out),
+            listing(list(index.left_out)),
+        )
+    return index
+
+
+def _cached_index(root: Path, paths: list[Path], cache_dir: str | Path | None) -> FolderIndex:
+    """The folder's index from the cache in `cache_dir` when it has it, else built (and cached)."""
     if cache_dir is None:
-        return FolderIndex(root, tuple(build_records(root, paths)), None)
+        records, left_out = build_records(root, paths)
+        return FolderIndex(root, tuple(records), None, tuple(left_out))
     identity = {"version": INDEX_VERSION, "files": [file_identity(p) for p in paths]}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"geotiff-index-{key}.json"
     try:
-        scenes = tuple(_record_from_json(s) for s in json.loads(cache.read_text())["scenes"])
+        content = json.loads(cache.read_text())
+        scenes = tuple(_record_from_json(s) for s in content["scenes"])
+        return FolderIndex(root, scenes, cache, tuple(content["left_out"]))
     except (OSError, ValueError, KeyError, TypeError):
-        scenes = tuple(build_records(root, paths))
-        content = {**identity, "root": str(root), "scenes": [asdict(s) for s in scenes]}
+        records, left_out = build_records(root, paths)
+        content = {
+            **identity,
+            "root": str(root),
+            "scenes": [asdict(r) for r in records],
+            "left_out": left_out,
+        }
         write_atomic(cache, lambda stream: json.dump(content, stream))
-    return FolderIndex(root, scenes, cache)
+        return FolderIndex(root, tuple(records), cache, tuple(left_out))
 
 
 def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:

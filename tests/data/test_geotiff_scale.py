@@ -182,3 +182,71 @@ def test_index_and_overviews_are_cached_and_invalidated(
     assert opens.count == 3 + 1  # the three headers again, and the changed file's pixels
     assert len(list(cache.glob("geotiff-index-*.json"))) == 2
     np.testing.assert_array_equal(third[1].read(Window(0, 0, 48, 40)), changed)
+
+
+def write_jp2(path: Path, pixels: np.ndarray, transform: Affine = TRANSFORM) -> Path:
+    """A lossless JPEG 2000 file (the Sentinel-2 distribution format) holding C x H x W `pixels`."""
+    count, height, width = pixels.shape
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = dict(width=width, height=height, count=count, dtype=pixels.dtype.name, crs="EPSG:32618")
+    with rasterio.open(
+        path, "w", driver="JP2OpenJPEG", transform=transform, REVERSIBLE="YES", QUALITY=100, **profile
+    ) as ds:
+        ds.write(pixels)
+    return path
+
+
+def test_landsat_collection2_files_make_one_scene_without_its_quality_layers(tmp_path: Path, caplog) -> None:
+    scene_id = "LC08_L2SP_224078_20200518_20200527_02_T1"
+    pixels = random_pixels(5)
+    write_band_files(tmp_path, scene_id, pixels[:4], ["SR_B2", "SR_B3", "SR_B4", "SR_B5"])
+    write_band_files(tmp_path, scene_id, pixels[4:], ["ST_B10"])
+    for layer in ("QA_PIXEL", "QA_RADSAT", "SR_QA_AEROSOL"):
+        write_tif(tmp_path / f"{scene_id}_{layer}.TIF", random_pixels(1))
+    (tmp_path / f"{scene_id}_MTL.txt").write_text("metadata, not a raster")
+    with caplog.at_level("WARNING"):
+        (scene,) = load_geotiff_folder(tmp_path, band_preset="landsat8")
+    assert scene.name == scene_id and scene.dates == ("2020-05-18",)
+    assert scene.bands == ("blue", "green", "red", "nir", "lwir11")
+    np.testing.assert_array_equal(scene.read(Window(0, 0, 48, 40)), pixels)
+    assert "left out 3 files" in caplog.text
+    assert all(
+        f"{scene_id}_{layer}.TIF" in caplog.text for layer in ("QA_PIXEL", "QA_RADSAT", "SR_QA_AEROSOL")
+    )
+
+
+def test_sentinel2_l2a_resolution_folders_make_one_scene_read_from_the_finest_files(
+    tmp_path: Path, caplog
+) -> None:
+    img_data = tmp_path / "S2A_MSIL2A.SAFE" / "GRANULE" / "L2A_T18SUJ" / "IMG_DATA"
+    fine = random_pixels(2, 48, 40, seed=1)
+    coarse = np.concatenate([smooth(24, 20, seed) for seed in range(3)])
+    for i, band in enumerate(["B02", "B04"]):
+        write_jp2(img_data / "R10m" / f"{SENTINEL}_{band}_10m.jp2", fine[i : i + 1])
+    write_jp2(img_data / "R10m" / f"{SENTINEL}_TCI_10m.jp2", random_pixels(3, dtype=np.uint8))
+    for i, band in enumerate(["B02", "B04", "B05"]):  # B02 and B04 again at 20 m: the 10 m files win
+        write_jp2(img_data / "R20m" / f"{SENTINEL}_{band}_20m.jp2", coarse[i : i + 1], scaled(TRANSFORM, 2))
+    write_jp2(
+        img_data / "R20m" / f"{SENTINEL}_SCL_20m.jp2",
+        random_pixels(1, 24, 20, dtype=np.uint8),
+        scaled(TRANSFORM, 2),
+    )
+    with caplog.at_level("WARNING"):
+        (scene,) = load_geotiff_folder(tmp_path)
+    assert scene.name == f"S2A_MSIL2A.SAFE/GRANULE/L2A_T18SUJ/IMG_DATA/{SENTINEL}"
+    assert scene.bands == ("blue", "red", "rededge071")
+    assert (scene.height, scene.width, scene.pixel_size) == (48, 40, 10.0)
+    tile = scene.read(Window(4, 8, 16, 16))
+    np.testing.assert_array_equal(tile[:2], fine[:, 4:20, 8:24])
+    assert "left out 2 files" in caplog.text and "TCI_10m" in caplog.text and "SCL_20m" in caplog.text
+
+
+def test_selecting_bands_of_band_files_keeps_their_own_grid(tmp_path: Path) -> None:
+    """Landsat Level-1 with its 15 m pan band: selecting the 30 m bands reads them at 30 m."""
+    multispectral = smooth(20, 16, seed=0)
+    write_tif(tmp_path / f"{LANDSAT}_B4.TIF", multispectral, transform=scaled(TRANSFORM, 3))
+    write_tif(tmp_path / f"{LANDSAT}_B8.TIF", smooth(39, 31, seed=1), transform=scaled(TRANSFORM, 1.5))
+    (scene,) = GeoTiffSource(str(tmp_path), band_preset="landsat8", bands=["red"]).load()
+    assert (scene.height, scene.width, scene.pixel_size) == (20, 16, 30.0)
+    np.testing.assert_array_equal(scene.read(Window(0, 0, 20, 16)), multispectral)
+    assert scene.valid_overview(4).shape == (5, 4)
