@@ -335,7 +335,8 @@ def build_records(root: Path, paths: list[Path]) -> tuple[list[SceneRecord], lis
         for relative, info in others
         if any(_scene_key(relative, relative.name).startswith(f"{key}_") for key in groups)
     ]
-    records = [file_record(info, rel.as_posix()) for rel, info in others if info.path not in left_out]
+    skipped = set(left_out)
+    records = [file_record(info, rel.as_posix()) for rel, info in others if info.path not in skipped]
     records += [band_files_record(name, bands) for name, bands in groups.items()]
     return sorted(records, key=lambda r: r.name), left_out
 
