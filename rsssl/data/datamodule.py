@@ -26,7 +26,7 @@ IMAGE_KEYS = ("image", "neighbor", "other_time")
 
 
 def _band_position(scene: Scene, band: str) -> int | None:
-    """Where `band` sits in `scene`: by exact name, else by canonical name (`B4` finds `red`)."""
+    """Where `band` sits in `scene`: by exact name, else by canonical name (`B04` finds `red`)."""
     if band in scene.bands:
         return scene.bands.index(band)
     common = canonical_band_name(band)

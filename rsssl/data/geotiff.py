@@ -46,6 +46,7 @@ from rsssl.data.index import (
     FileInfo,
     SceneRecord,
     cached_array,
+    differing_values,
     file_record,
     finest_common_grid,
     grid_bounds,
@@ -277,11 +278,8 @@ def _check_same(
     scenes: list[GeoTiffScene], key: Callable[[GeoTiffScene], object], what: str, fix: str
 ) -> None:
     """DataError listing each scene's files by value of `key` when the scenes disagree on it."""
-    groups: dict[str, list[str]] = {}
-    for scene in scenes:
-        groups.setdefault(str(key(scene)), []).extend(scene.paths)
-    if len(groups) > 1:
-        values = "; ".join(f"{value}: {listing(paths)}" for value, paths in groups.items())
+    values = differing_values((key(scene), scene.paths) for scene in scenes)
+    if values:
         raise DataError(f"GeoTIFF scenes have different {what} ({values}); {fix}")
 
 

@@ -27,7 +27,7 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -206,13 +206,20 @@ def _band_order(band: str) -> tuple[int, str]:
     return int(band[1:].rstrip("Aa")), band.upper()
 
 
+def differing_values(items: Iterable[tuple[object, Iterable[str]]]) -> str | None:
+    """`value: paths; value: paths` of (value, paths) items when they hold more than one value, else None."""
+    groups: dict[str, list[str]] = {}
+    for value, paths in items:
+        groups.setdefault(str(value), []).extend(paths)
+    if len(groups) < 2:
+        return None
+    return "; ".join(f"{value}: {listing(paths)}" for value, paths in groups.items())
+
+
 def _same(name: str, infos: list[FileInfo], key: Callable[[FileInfo], object], what: str, fix: str) -> None:
     """DataError listing each file's value of `key` when the band files of a scene disagree on it."""
-    groups: dict[str, list[str]] = {}
-    for info in infos:
-        groups.setdefault(str(key(info)), []).append(info.path)
-    if len(groups) > 1:
-        values = "; ".join(f"{value}: {listing(paths)}" for value, paths in groups.items())
+    values = differing_values((key(info), [info.path]) for info in infos)
+    if values:
         raise DataError(f"the per-band files of scene {name!r} have different {what} ({values}); {fix}")
 
 

@@ -22,8 +22,7 @@ from rsssl.data.scene import ArrayScene, DataError
 from rsssl.data.synthetic import make_synthetic_scenes
 from rsssl.eval.features import extract_features
 from rsssl.eval.knn import knn_predict
-from rsssl.models.backbones import create_backbone
-from rsssl.models.export import load_encoder
+from rsssl.models.export import backbone_like, load_encoder
 
 
 def acquisition_tiles(
@@ -76,11 +75,7 @@ def probe_table(encoders: dict[str, str], make_scenes: Callable[[int], list[Arra
         images, *labels = acquisition_tiles(make_scenes(int(meta["in_chans"])), int(meta["tile_size"]))
         features = {name: extract_features(encoder, meta, images)}
         if number == 0:
-            torch.manual_seed(0)
-            kwargs = meta.get("timm_kwargs", {})
-            features["random_init"] = extract_features(
-                create_backbone(meta["timm_name"], int(meta["in_chans"]), **kwargs), meta, images
-            )
+            features["random_init"] = extract_features(backbone_like(meta, seed=0), meta, images)
         for label, x in features.items():
             result = shortcut_probe(x, *labels)
             lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in result.values()) + " |")

@@ -28,8 +28,7 @@ from rsssl.eval.knn import knn_predict
 from rsssl.eval.linear import fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
 from rsssl.eval.segmentation import run_segmentation
-from rsssl.models.backbones import create_backbone
-from rsssl.models.export import check_band_count, load_encoder
+from rsssl.models.export import backbone_like, check_band_count, load_encoder
 from rsssl.results.store import ResultRow, append_rows, read_rows
 
 CLASSIFICATION_METRICS = ("oa", "aa", "kappa", "f1_macro")
@@ -78,17 +77,13 @@ def encoder_candidate(weights_path: str | Path) -> Candidate:
 def baseline_candidates(meta: dict, seed: int = 0) -> list[Candidate]:
     """Random-init encoder of the same architecture and bands, and image statistics."""
 
-    def random_encoder() -> nn.Module:
-        torch.manual_seed(seed)
-        return create_backbone(meta["timm_name"], int(meta["in_chans"]), **meta.get("timm_kwargs", {}))
-
     arch = f"{meta['timm_name']}:{meta['in_chans']}:{meta.get('data', '')}"
     return [
         Candidate(
             "random_init",
             f"baseline:random_init:{arch}:seed{seed}",
             meta,
-            random_encoder,
+            functools.partial(backbone_like, meta, seed),
             pretrain_data=meta.get("data", ""),
         ),
         Candidate("image_stats", f"baseline:image_stats:{meta['in_chans']}", meta, None),

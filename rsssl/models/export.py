@@ -74,10 +74,18 @@ def read_encoder_meta(weights_path: str | Path) -> dict:
     return meta
 
 
+def backbone_like(meta: dict, seed: int | None = None) -> nn.Module:
+    """A freshly initialised backbone of an exported encoder's architecture and band count
+    (the random-init baseline); `seed` makes its initialisation reproducible."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return create_backbone(meta["timm_name"], in_chans=int(meta["in_chans"]), **meta.get("timm_kwargs", {}))
+
+
 def load_encoder(weights_path: str | Path) -> tuple[nn.Module, dict]:
     """A timm backbone with the exported weights, and its metadata."""
     meta = read_encoder_meta(weights_path)
-    model = create_backbone(meta["timm_name"], in_chans=int(meta["in_chans"]), **meta.get("timm_kwargs", {}))
+    model = backbone_like(meta)
     state = load_state_dict_file(meta["weights_path"])
     load_weights(model, state, meta["weights_path"], meta["timm_name"], int(meta["in_chans"]))
     return model, meta
