@@ -25,6 +25,7 @@ from rsssl.data.datamodule import RSDataModule
 from rsssl.data.scene import DataError, Window
 from rsssl.data.tiles import TileDataset
 from rsssl.data.torchgeo_source import TorchGeoScene, TorchGeoSource, torchgeo_tile_index
+from tests.data.test_geotiff_source import write_tif
 
 S2 = "torchgeo.datasets.Sentinel2"
 S2_BANDS = ["B04", "B03", "B02", "B08"]
@@ -36,24 +37,6 @@ TILES = {
     "18SVJ": Affine(10.0, 0.0, 500_400.0, 0.0, -10.0, 4_200_000.0),
 }
 HEIGHT, WIDTH = 64, 40
-
-
-def write_tif(path: Path, pixels: np.ndarray, transform: Affine, nodata: float | None = None) -> Path:
-    count, height, width = pixels.shape
-    profile = {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": pixels.dtype.name,
-        "crs": "EPSG:32618",
-        "transform": transform,
-        "nodata": nodata,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(pixels)
-    return path
 
 
 def pixels(count: int, seed: int, dtype: type = np.uint16) -> np.ndarray:
@@ -72,7 +55,7 @@ def s2_dir(tmp_path: Path) -> Path:
                 band_pixels = pixels(1, seed=100 * t + 10 * d + b)
                 if tile == "18SUJ" and date.startswith("202003"):
                     band_pixels[:, :8] = 0  # top 8 rows empty on the second date
-                write_tif(root / f"T{tile}_{date}_{band}.tif", band_pixels, transform)
+                write_tif(root / f"T{tile}_{date}_{band}.tif", band_pixels, transform=transform)
     return root
 
 
@@ -87,7 +70,7 @@ def plain_dir(tmp_path: Path) -> Path:
     root = tmp_path / "plain"
     for i, name in enumerate(["field_20210601.tif", "field_20210901.tif"]):
         transform = Affine(5.0, 0.0, 600_000.0 + 400 * i, 0.0, -5.0, 4_100_000.0)
-        write_tif(root / name, pixels(3, seed=i, dtype=np.uint8), transform)
+        write_tif(root / name, pixels(3, seed=i, dtype=np.uint8), transform=transform)
     (root / "notes.txt").write_text("not a raster")
     return root
 
@@ -152,7 +135,7 @@ def test_plain_raster_dataset_with_glob_regex_and_band_names(plain_dir: Path) ->
 def test_nodata_tag_marks_invalid_pixels(tmp_path: Path) -> None:
     collared = pixels(2, seed=3, dtype=np.uint8)
     collared[:, :, :10] = 255
-    write_tif(tmp_path / "tagged.tif", collared, TILES["18SUJ"], nodata=255)
+    write_tif(tmp_path / "tagged.tif", collared, transform=TILES["18SUJ"], nodata=255)
     (scene,) = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif").load()
     expected = np.ones((HEIGHT, WIDTH), bool)
     expected[:, :10] = False
