@@ -250,3 +250,11 @@ def test_selecting_bands_of_band_files_keeps_their_own_grid(tmp_path: Path) -> N
     assert (scene.height, scene.width, scene.pixel_size) == (20, 16, 30.0)
     np.testing.assert_array_equal(scene.read(Window(0, 0, 20, 16)), multispectral)
     assert scene.valid_overview(4).shape == (5, 4)
+
+
+def test_two_files_for_one_band_at_one_resolution_are_refused(tmp_path: Path) -> None:
+    pixels = random_pixels(1)
+    write_tif(tmp_path / "R10m" / f"{SENTINEL}_B02_10m.tif", pixels)
+    write_tif(tmp_path / "R10m" / f"{SENTINEL}_B02.tif", pixels)
+    with pytest.raises(DataError, match=r"two files for band B02 at one resolution .*B02_10m\.tif.*keep one"):
+        load_geotiff_folder(tmp_path)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from rsssl.data.scene import ArrayScene, DataError
 from rsssl.data.synthetic import make_synthetic_scenes
-from rsssl.eval.shortcut import acquisition_tiles, probe_table, shortcut_probe
+from rsssl.eval.shortcut import acquisition_tiles, main, probe_table, shortcut_probe
 from rsssl.models.backbones import create_backbone
 from rsssl.models.export import save_encoder
 
@@ -56,3 +56,9 @@ def test_unlabelled_scenes_are_refused():
     scene = ArrayScene("bare", np.zeros((1, 3, 64, 64), np.uint16))
     with pytest.raises(DataError, match="'bare' has no class mask"):
         acquisition_tiles([scene], 32)
+
+
+@pytest.mark.parametrize("argv", [[], ["no-equals-sign"]])
+def test_usage_is_explained(argv):
+    with pytest.raises(SystemExit, match="usage: python -m rsssl.eval.shortcut NAME=ENCODER"):
+        main(argv)
