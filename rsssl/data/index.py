@@ -12,8 +12,10 @@ one pixel grid: the finest resolution over the footprint all of them cover.
 
 The index is cached as JSON in the cache dir under a key made of the identity (path, size,
 modification time) of every file of the folder, so a later run builds its scenes without
-opening a file, and adding, removing or rewriting a file gives a new key. Validity overviews,
-which decode every block of a scene, are cached next to it as compressed arrays.
+opening a file, and adding, removing or rewriting a file gives a new key. Paths are stored
+absolute, under the resolved root, so a run from another working directory reads the same
+files. Validity overviews, which decode every block of a scene, are cached next to it as
+compressed arrays.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from rsssl.data.scene import DataError
 
-INDEX_VERSION = 2  # 2: Landsat C2 / Sentinel-2 L2A band files, left-out files
+INDEX_VERSION = 3  # 2: Landsat C2 / Sentinel-2 L2A band files, left-out files; 3: absolute paths
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
 NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 # <scene id>_[SR_|ST_]B<n>[A][_<resolution>m]: Landsat (C1, C2 SR/ST) and Sentinel-2 (L1C, L2A) band files
@@ -349,9 +351,12 @@ def build_records(root: Path, paths: list[Path]) -> tuple[list[SceneRecord], lis
 
 
 def file_identity(path: Path) -> dict[str, Any]:
-    """What tells a file changed without reading it: resolved path, size, modification time."""
+    """What tells a file changed without reading it: absolute path, size, modification time.
+
+    The path is absolute but its links are not resolved: it is the path reads use (a linked
+    file keeps the name its band and date are parsed from)."""
     stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"path": str(path.absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def folder_identity(root: Path) -> list[dict[str, Any]]:
@@ -394,8 +399,11 @@ class FolderIndex:
 
 
 def index_folder(root: str | Path, cache_dir: str | Path | None = None) -> FolderIndex:
-    """The scenes of every GeoTIFF under `root`, from the cache in `cache_dir` when it has them."""
-    root = Path(root)
+    """The scenes of every GeoTIFF under `root`, from the cache in `cache_dir` when it has them.
+
+    `root` is resolved first, so the files' paths are absolute: a cached index read from another
+    working directory (`data.root=../data`) names the same files."""
+    root = Path(root).expanduser().resolve()
     paths = geotiff_paths(root)
     index = _cached_index(root, paths, cache_dir)
     if index.left_out:

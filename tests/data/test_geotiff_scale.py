@@ -184,6 +184,24 @@ def test_index_and_overviews_are_cached_and_invalidated(
     np.testing.assert_array_equal(third[1].read(Window(0, 0, 48, 40)), changed)
 
 
+def test_cached_index_from_another_working_directory_reads_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.root=data` from project/, then `data.root=../data` from project/sub/ (which has a
+    data/x.tif of its own): one folder, one cache entry, and both runs read project/data/x.tif."""
+    project, cache = tmp_path / "project", tmp_path / "cache"
+    right, other = random_pixels(2, seed=1), random_pixels(2, seed=2)
+    write_tif(project / "data" / "x.tif", right)
+    write_tif(project / "sub" / "data" / "x.tif", other)
+    monkeypatch.chdir(project)
+    (first,) = GeoTiffSource("data", cache_dir=str(cache)).load()
+    monkeypatch.chdir(project / "sub")
+    (second,) = GeoTiffSource("../data", cache_dir=str(cache)).load()
+    assert len(list(cache.glob("geotiff-index-*.json"))) == 1  # the second run used the cached index
+    np.testing.assert_array_equal(second.read(Window(0, 0, 48, 40)), right)
+    assert first.paths == second.paths == (str((project / "data" / "x.tif").resolve()),)
+
+
 def write_jp2(path: Path, pixels: np.ndarray, transform: Affine = TRANSFORM) -> Path:
     """A lossless JPEG 2000 file (the Sentinel-2 distribution format) holding C x H x W `pixels`."""
     count, height, width = pixels.shape
