@@ -109,6 +109,7 @@ def build_method(cfg: DictConfig, datamodule: RSDataModule) -> SSLMethod:
         backbone=backbone,
         in_chans=in_chans,
         bands=list(datamodule.bands),
+        rgb_bands=list(cfg.data.rgb_bands) if cfg.data.get("rgb_bands") else None,
         num_classes=datamodule.num_classes,
         batch_size=datamodule.batch_size,
         _convert_="all",

@@ -176,3 +176,17 @@ def band_positions(have: Sequence[str], wanted: Sequence[str], preset: str | Non
             "fix data.bands (or name the bands with data.band_preset)"
         )
     return [list(have).index(canonical_band_name(w, preset)) for w in wanted]
+
+
+def find_band(have: Sequence[str], name: str) -> int | None:
+    """Position of band `name` in `have`: by exact name, else by canonical name (`B04` finds
+    `red`, `red` finds `B04`); None when absent. DataError when the canonical name matches
+    several bands, since the choice would be a guess."""
+    if name in have:
+        return list(have).index(name)
+    common = canonical_band_name(name)
+    matches = [i for i, band in enumerate(have) if canonical_band_name(band) == common]
+    if len(matches) > 1:
+        several = ", ".join(have[i] for i in matches)
+        raise DataError(f"band {name!r} matches several bands ({several}): name the band exactly")
+    return matches[0] if matches else None

@@ -14,15 +14,16 @@ Pipeline of one view, in order:
      per-band contrast (scale around the sample's own band mean), saturation (blend of the RGB
      bands with their grey mean) and hue (rotation of the RGB bands around the grey axis
      (1,1,1)), then grayscale (weighted mean of all bands copied into every band). Saturation and
-     hue need RGB bands (`rgb_band_indices`); without them they are skipped. The jitter ops run in
-     the fixed order brightness, contrast, saturation, hue (brightness/contrast commute, as do
-     saturation/hue).
+     hue need known RGB bands (`rgb_band_indices`: unambiguous names or `data.rgb_bands`);
+     without them they are skipped, with one warning. The jitter ops run in the fixed order
+     brightness, contrast, saturation, hue (brightness/contrast commute, as do saturation/hue).
   3. Gaussian blur (kornia, per-sample sigma in output pixels), then solarize (values above a
      threshold mirrored around it: the normalised-space form of x ↦ 1 − x above 0.5).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -32,24 +33,50 @@ from kornia.filters import gaussian_blur2d
 from torch import Tensor
 from torchvision.ops import roi_align
 
-_RGB_NAMES = (
-    ("red", "r", "b4", "b04"),
-    ("green", "g", "b3", "b03"),
-    ("blue", "b", "b2", "b02"),
-)
+from rsssl.data.bands import canonical_band_name, find_band
+from rsssl.data.scene import DataError
+
+log = logging.getLogger(__name__)
+
+RGB = ("red", "green", "blue")
 
 
-def rgb_band_indices(bands: Sequence[str]) -> tuple[int, int, int] | None:
-    """Indices of the red, green and blue bands found by name (case-insensitive: red/green/blue,
-    r/g/b, or the Sentinel-2 / Landsat-8 names B4/B3/B2, B04/B03/B02), or None if any is missing."""
-    names = [name.strip().lower() for name in bands]
-    found = []
-    for aliases in _RGB_NAMES:
-        index = next((i for i, name in enumerate(names) if name in aliases), None)
-        if index is None:
-            return None
-        found.append(index)
-    return found[0], found[1], found[2]
+def rgb_band_indices(
+    bands: Sequence[str], rgb_bands: Sequence[str] | None = None
+) -> tuple[int, int, int] | None:
+    """Positions of the red, green and blue bands, or None when they are not known.
+
+    `rgb_bands` (the `data.rgb_bands` setting) names them explicitly, in the order red, green,
+    blue, by a band's exact or canonical name. Otherwise only canonical names say it: `red`,
+    Sentinel-2's zero-padded `B04`, or the names `data.band_preset` gave. Generic names (`b1`..,
+    what unnamed files get) and a sensor's ambiguous numbers (Landsat `B4`) never do.
+    """
+    if rgb_bands is not None:
+        return _named_rgb(bands, rgb_bands)
+    common = [canonical_band_name(name) for name in bands]
+    if not all(role in common for role in RGB):
+        return None
+    red, green, blue = (common.index(role) for role in RGB)
+    return red, green, blue
+
+
+def _named_rgb(bands: Sequence[str], rgb_bands: Sequence[str]) -> tuple[int, int, int]:
+    """Positions of the bands `data.rgb_bands` names; DataError naming the fix when it cannot."""
+    setting = f"data.rgb_bands={list(rgb_bands)}"
+    if len(rgb_bands) != 3:
+        raise DataError(f"{setting} must hold 3 names, the red, green and blue bands in that order")
+    repeated = sorted({name for name in rgb_bands if list(rgb_bands).count(name) > 1})
+    if repeated:
+        raise DataError(f"{setting} names {', '.join(repeated)} more than once: name three different bands")
+    positions = [find_band(bands, name) for name in rgb_bands]
+    missing = [name for name, i in zip(rgb_bands, positions, strict=True) if i is None]
+    if missing:
+        raise DataError(
+            f"{setting}: the data has no band {', '.join(map(repr, missing))}; its bands are "
+            f"{', '.join(bands)}: name three of them, red first"
+        )
+    red, green, blue = positions
+    return red, green, blue
 
 
 def _pair(value: Sequence[float], name: str) -> tuple[float, float]:
@@ -278,15 +305,25 @@ def _hue_rotation(angle: Tensor) -> Tensor:
 class ViewMaker(torch.nn.Module):
     """Makes one random view of a normalised batch; call it twice for two views.
 
-    `bands` are the band names of the input (their count is checked); they decide whether the
-    RGB-only ops (saturation, hue) can run.
+    `bands` are the band names of the input (their count is checked); they and `rgb_bands`
+    (`data.rgb_bands`) decide whether the RGB-only ops (saturation, hue) can run: without known
+    RGB bands they are skipped, with one warning when the recipe asks for them.
     """
 
-    def __init__(self, recipe: ViewRecipe, bands: Sequence[str]) -> None:
+    def __init__(
+        self, recipe: ViewRecipe, bands: Sequence[str], rgb_bands: Sequence[str] | None = None
+    ) -> None:
         super().__init__()
         self.recipe = recipe
         self.bands = tuple(bands)
-        rgb = rgb_band_indices(self.bands)
+        rgb = rgb_band_indices(self.bands, rgb_bands)
+        if rgb is None and recipe.jitter_p > 0 and recipe.saturation + recipe.hue > 0:
+            log.warning(
+                "views: hue and saturation are skipped: no red, green and blue bands are known among the "
+                "bands (%s); name them with data.rgb_bands=[<red>,<green>,<blue>] (or name the bands with "
+                "data.band_preset / data.band_names)",
+                ", ".join(self.bands),
+            )
         self.register_buffer("rgb", torch.tensor(rgb if rgb else [], dtype=torch.long), persistent=False)
         weights = recipe.grayscale_weights or (1.0,) * len(self.bands)
         if len(weights) != len(self.bands):

@@ -80,6 +80,7 @@ class SSLMethod(L.LightningModule):
         backbone: dict,
         in_chans: int,
         bands: Sequence[str],
+        rgb_bands: Sequence[str] | None = None,
         num_classes: int = 0,
         views: dict | None = None,
         optimizer: dict | None = None,
@@ -95,7 +96,7 @@ class SSLMethod(L.LightningModule):
         self.num_features = int(self.backbone.num_features)
         self.bands = tuple(bands)
         views = dict(views or {})
-        self.view_maker = ViewMaker(preset(views.pop("preset", "moco_v2"), **views), self.bands)
+        self.view_maker = ViewMaker(preset(views.pop("preset", "moco_v2"), **views), self.bands, rgb_bands)
         self.probe = nn.Linear(self.num_features, num_classes) if num_classes > 0 else None
         self.optimizer_cfg = {"name": "sgd", "lr": 0.03, "weight_decay": 1e-4, "momentum": 0.9, "warmup": 0.0}
         self.optimizer_cfg.update(optimizer or {})

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from rsssl.data.scene import DataError
 from rsssl.data.views import (
     PRESETS,
     ViewMaker,
@@ -18,7 +21,7 @@ from rsssl.data.views import (
 )
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-BANDS = {1: ("pan",), 3: ("red", "green", "blue"), 4: ("B2", "B3", "B4", "B8"), 13: S2_BANDS}
+BANDS = {1: ("pan",), 3: ("red", "green", "blue"), 4: ("blue", "green", "red", "nir"), 13: S2_BANDS}
 NO_RGB = ("nir", "swir1", "swir2", "rededge")
 IDENTITY = {"hflip_p": 0.0, "vflip_p": 0.0, "rot90": False}
 
@@ -36,11 +39,30 @@ def dihedral_images(image: torch.Tensor) -> list[torch.Tensor]:
 
 def test_rgb_band_indices():
     assert rgb_band_indices(["Red", "Green", "Blue"]) == (0, 1, 2)
-    assert rgb_band_indices(["nir", "b", "g", "r"]) == (3, 2, 1)
-    assert rgb_band_indices(["B2", "B3", "B4", "B8"]) == (2, 1, 0)
-    assert rgb_band_indices(S2_BANDS) == (3, 2, 1)
+    assert rgb_band_indices(["nir", "blue", "green", "red"]) == (3, 2, 1)
+    assert rgb_band_indices(S2_BANDS) == (3, 2, 1)  # Sentinel-2's zero-padded names are unambiguous
     assert rgb_band_indices(NO_RGB) is None
     assert rgb_band_indices(["red", "green"]) is None
+
+
+def test_rgb_roles_never_come_from_generic_or_ambiguous_names():
+    # b1..bN are what unnamed files get; B4/B3/B2 is red/green/blue on Landsat 8 only
+    assert rgb_band_indices(["b1", "b2", "b3", "b4"]) is None
+    assert rgb_band_indices(["b1", "b2", "b3"]) is None
+    assert rgb_band_indices(["B2", "B3", "B4", "B8"]) is None
+    assert rgb_band_indices(["nir", "b", "g", "r"]) is None
+
+
+def test_rgb_bands_setting_names_the_rgb_bands():
+    assert rgb_band_indices(["b1", "b2", "b3", "b4"], ["b1", "b2", "b3"]) == (0, 1, 2)
+    assert rgb_band_indices(["B2", "B3", "B4", "B8"], ["B4", "B3", "B2"]) == (2, 1, 0)
+    assert rgb_band_indices(["blue", "green", "red", "nir"], ["B04", "B03", "B02"]) == (2, 1, 0)  # canonical
+    with pytest.raises(DataError, match=r"data\.rgb_bands=\['b1', 'b2', 'b9'\].*b9.*b1, b2, b3, b4"):
+        rgb_band_indices(["b1", "b2", "b3", "b4"], ["b1", "b2", "b9"])
+    with pytest.raises(DataError, match=r"data\.rgb_bands.*3 names.*red, green and blue"):
+        rgb_band_indices(["b1", "b2", "b3", "b4"], ["b1", "b2"])
+    with pytest.raises(DataError, match=r"data\.rgb_bands.*b1 more than once"):
+        rgb_band_indices(["b1", "b2", "b3", "b4"], ["b1", "b1", "b3"])
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4, 13])
@@ -92,6 +114,37 @@ def test_hue_saturation_skip_non_rgb_bands():
     x = batch(4)
     recipe = jitter_only(saturation=0.8, hue=0.5)
     assert torch.equal(ViewMaker(recipe, NO_RGB)(x), x)
+
+
+UNNAMED_RGBN = ("b1", "b2", "b3", "b4")  # geotiff/rgbn without a preset: R, G, B, NIR as b1..b4
+
+
+@pytest.mark.parametrize("fields", [{"saturation": 0.8}, {"hue": 0.5}])
+def test_colour_ops_on_unnamed_rgbn_jitter_the_named_rgb_and_never_nir(fields):
+    x = batch(4)
+    view = ViewMaker(jitter_only(**fields), UNNAMED_RGBN, rgb_bands=["b1", "b2", "b3"])(x)
+    assert torch.equal(view[:, 3], x[:, 3])  # NIR untouched
+    assert not torch.allclose(view[:, 0], x[:, 0])  # the real red band is jittered
+    torch.testing.assert_close(view[:, :3].mean(dim=1), x[:, :3].mean(dim=1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("bands", [UNNAMED_RGBN, ("b1", "b2", "b3")])
+def test_colour_ops_without_known_rgb_are_skipped_with_one_warning(bands, caplog):
+    x = batch(len(bands))
+    with caplog.at_level(logging.WARNING, logger="rsssl.data.views"):
+        maker = ViewMaker(jitter_only(saturation=0.8, hue=0.5), bands)
+        first, second = maker(x), maker(x)
+    assert torch.equal(first, x) and torch.equal(second, x)  # never NIR as "red"
+    (record,) = caplog.records  # once per view maker, not per batch
+    assert "hue and saturation are skipped" in record.message and "data.rgb_bands" in record.message
+    assert ", ".join(bands) in record.message
+
+
+def test_no_warning_when_the_recipe_needs_no_rgb(caplog):
+    with caplog.at_level(logging.WARNING, logger="rsssl.data.views"):
+        ViewMaker(preset("geometric"), UNNAMED_RGBN)
+        ViewMaker(preset("moco_v2"), BANDS[4])
+    assert not caplog.records
 
 
 def test_hue_saturation_change_rgb_only_and_keep_grey_mean():
