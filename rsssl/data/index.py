@@ -25,10 +25,8 @@ import hashlib
 import json
 import logging
 import math
-import os
 import re
 import warnings
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+from rsssl.data.cache import read_cached, write_atomic
 from rsssl.data.scene import DataError
 
 INDEX_VERSION = 3  # 2: Landsat C2 / Sentinel-2 L2A band files, left-out files; 3: absolute paths
@@ -374,15 +373,6 @@ def _record_from_json(value: dict[str, Any]) -> SceneRecord:
     return SceneRecord(**{k: _tuples(v) for k, v in value.items() if k != "files"}, files=files)
 
 
-def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through a temporary file and rename, so concurrent readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, mode) as stream:
-        write(stream)
-    tmp.replace(path)
-
-
 @dataclass(frozen=True)
 class FolderIndex:
     """The scenes of one folder and, when cached, the JSON file they are cached in."""
@@ -425,30 +415,35 @@ def _cached_index(root: Path, paths: list[Path], cache_dir: str | Path | None) -
     identity = {"version": INDEX_VERSION, "files": [file_identity(p) for p in paths]}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"geotiff-index-{key}.json"
-    try:
-        content = json.loads(cache.read_text())
-        scenes = tuple(_record_from_json(s) for s in content["scenes"])
-        return FolderIndex(root, scenes, cache, tuple(content["left_out"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        records, left_out = build_records(root, paths)
-        content = {
-            **identity,
-            "root": str(root),
-            "scenes": [asdict(r) for r in records],
-            "left_out": left_out,
-        }
-        write_atomic(cache, lambda stream: json.dump(content, stream))
-        return FolderIndex(root, tuple(records), cache, tuple(left_out))
+    cached = read_cached(cache, lambda path: _index_from_json(root, path))
+    if cached is not None:
+        return cached
+    records, left_out = build_records(root, paths)
+    content = {**identity, "root": str(root), "scenes": [asdict(r) for r in records], "left_out": left_out}
+    write_atomic(cache, lambda stream: json.dump(content, stream))
+    return FolderIndex(root, tuple(records), cache, tuple(left_out))
+
+
+def _index_from_json(root: Path, cache: Path) -> FolderIndex:
+    """The index cached in `cache`."""
+    content = json.loads(cache.read_text())
+    scenes = tuple(_record_from_json(s) for s in content["scenes"])
+    return FolderIndex(root, scenes, cache, tuple(content["left_out"]))
 
 
 def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
     """`compute()`, stored in (and later read from) a compressed array file at `path` when given."""
     if path is None:
         return compute()
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["array"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        array = compute()
-        write_atomic(path, lambda stream: np.savez_compressed(stream, array=array), mode="wb")
-        return array
+    cached = read_cached(path, _load_array)
+    if cached is not None:
+        return cached
+    array = compute()
+    write_atomic(path, lambda stream: np.savez_compressed(stream, array=array), mode="wb")
+    return array
+
+
+def _load_array(path: Path) -> np.ndarray:
+    """The array of a compressed array file."""
+    with np.load(path, allow_pickle=False) as archive:
+        return archive["array"]

@@ -2,7 +2,8 @@
 
 Multispectral data must never be normalised with ImageNet RGB statistics: each band gets its
 own mean and std, estimated once from a random sample of tiles (valid pixels only) and
-stored as JSON keyed by a fingerprint of the source, so later runs reuse it.
+stored as JSON keyed by a fingerprint of the source, so later runs reuse it. Concurrent writers
+(DDP ranks) are safe and a corrupt entry is recomputed (`rsssl.data.cache`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rsssl.data.cache import read_cached, write_atomic
 from rsssl.data.scene import DataError, Scene, Window
 from rsssl.data.tiles import TileIndex
 
@@ -78,11 +80,10 @@ def cached_band_stats(cache_dir: str | Path | None, description: dict, compute) 
     if cache_dir is None:
         return compute()
     path = Path(cache_dir) / f"stats-{stats_fingerprint(description)}.json"
-    if path.exists():
-        return BandStats.from_dict(json.loads(path.read_text())["stats"])
+    cached = read_cached(path, lambda p: BandStats.from_dict(json.loads(p.read_text())["stats"]))
+    if cached is not None:
+        return cached
     stats = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"source": description, "stats": stats.to_dict()}, indent=1, default=str))
-    tmp.replace(path)
+    content = {"source": description, "stats": stats.to_dict()}
+    write_atomic(path, lambda stream: json.dump(content, stream, indent=1, default=str))
     return stats
