@@ -33,7 +33,7 @@ from rsssl.eval.suite import git_commit
 from rsssl.methods.base import SSLMethod
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import save_encoder
-from rsssl.results.store import ResultRow, append_rows
+from rsssl.results.store import ResultRow, append_rows, record_config, relative_run_id
 
 DATAMODULE_KEYS = (
     "name",
@@ -51,22 +51,52 @@ DATAMODULE_KEYS = (
 )
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Short hash of what defines the experiment (not where it runs or whether it resumes)."""
+# What does not change what is pretrained: the seed (pretraining seeds of one configuration share a
+# hash), where the run is written, how it is logged, how it is evaluated afterwards, and how the
+# hardware runs it. A key listed under a section is dropped from that section only.
+NOT_IN_CONFIG_HASH: dict[str, tuple[str, ...] | None] = {
+    "seed": None,
+    "resume": None,
+    "runs_dir": None,
+    "run_name": None,
+    "results": None,
+    "leaderboard_dir": None,
+    "device": None,
+    "features_cache_dir": None,
+    "logger": None,
+    "eval": None,
+    "data": ("num_workers", "stats_cache_dir", "eval_sets"),
+    "trainer": (
+        "accelerator",
+        "enable_progress_bar",
+        "enable_model_summary",
+        "log_every_n_steps",
+        "benchmark",
+        "num_sanity_val_steps",
+        "default_root_dir",
+    ),
+}
+
+
+def pretraining_config(cfg: DictConfig) -> dict:
+    """The resolved config that defines what is pretrained (``NOT_IN_CONFIG_HASH`` removed).
+
+    `config_hash` hashes it and `encoder.json` and the results' configs sidecar record it, so
+    the leaderboard can show which keys differ between configurations of one method.
+    """
     content = OmegaConf.to_container(cfg, resolve=True)
-    for key in (
-        "resume",
-        "runs_dir",
-        "trainer",
-        "logger",
-        "callbacks",
-        "results",
-        "leaderboard_dir",
-        "device",
-        "features_cache_dir",
-    ):
-        content.pop(key, None)
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    for key, inner in NOT_IN_CONFIG_HASH.items():
+        if inner is None:
+            content.pop(key, None)
+        elif isinstance(content.get(key), dict):
+            for name in inner:
+                content[key].pop(name, None)
+    return json.loads(json.dumps(content, sort_keys=True, default=str))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Short hash of the pretraining configuration without its seed (`pretraining_config`)."""
+    return hashlib.sha256(json.dumps(pretraining_config(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_datamodule(data_cfg: DictConfig) -> RSDataModule:
@@ -195,7 +225,7 @@ def record_online_probe(cfg: DictConfig, summary: dict, meta: dict) -> None:
     if accuracy is None:
         return
     row = ResultRow(
-        run_id=meta["run_dir"],
+        run_id=meta["run_id"],
         method=cfg.method.name,
         backbone=cfg.backbone.name,
         pretrain_data=cfg.data.name,
@@ -207,13 +237,19 @@ def record_online_probe(cfg: DictConfig, summary: dict, meta: dict) -> None:
         value=float(accuracy),
         config_hash=meta["config_hash"],
         git_commit=git_commit(),
+        pretrain_seed=int(cfg.seed),
     )
+    record_config(cfg.results, meta["config_hash"], meta["config"])
     append_rows(Path(cfg.results), [row], skip_existing=True)
 
 
 def run(cfg: DictConfig) -> dict:
     """Pretrain as configured; returns the run summary."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:  # before training: a run folder outside runs_dir fails fast
+        run_id = relative_run_id(run_dir, cfg.runs_dir)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     resume_from = find_resume_checkpoint(cfg, run_dir)
@@ -229,7 +265,10 @@ def run(cfg: DictConfig) -> dict:
         "in_chans": datamodule.num_bands,
         "method": cfg.method.name,
         "config_hash": config_hash(cfg),
+        "config": pretraining_config(cfg),
+        "seed": int(cfg.seed),
         "run_dir": str(run_dir),
+        "run_id": run_id,
         **datamodule.info(),
     }
     if not trainer.is_global_zero:

@@ -19,11 +19,16 @@ from rsssl.results.store import (
     HEADER,
     ResultRow,
     append_rows,
+    configs_path,
     existing_keys,
     filter_new,
+    make_run_ids_relative,
     parse_budget,
+    read_configs,
     read_rows,
     read_table,
+    record_config,
+    relative_run_id,
     row_key,
 )
 
@@ -202,3 +207,108 @@ def test_rerun_skips_rows_already_present(tmp_path: Path) -> None:
     assert append_rows(path, [*rerun, *new], skip_existing=True) == 2
     assert append_rows(path, [*rerun, *new], skip_existing=True) == 0
     assert [r.run_id for r in read_rows(path)] == [f"w{i}" for i in range(7)]
+
+
+LEGACY_HEADER = (
+    "time,run_id,method,backbone,pretrain_data,eval_data,protocol,budget,seed,metric,value,interval,"
+    "checkpoint_hash,git_commit,config_hash\n"
+)
+LEGACY_LINE = (
+    "2026-11-22T14:09:30+00:00,/work/main/runs/bench/moco_resnet18_synthetic/20261122-140121-571621,moco,"
+    "resnet18,synthetic,synthetic,knn,5/class,0,oa,0.39453125,,ff5fece8c311b3a8,53ce9b8,449c178bf313\n"
+)
+
+
+def test_new_columns_round_trip_and_default() -> None:
+    assert COLUMNS[-2:] == ("pretrain_seed", "eval_hash")
+    assert _row(1, pretrain_seed=3, eval_hash="e1").pretrain_seed == 3
+    assert _row(1).pretrain_seed is None and _row(1).eval_hash == ""
+    with pytest.raises(ValueError, match="pretrain_seed"):
+        _row(1, pretrain_seed="3")
+
+
+def test_pretrain_seed_and_eval_hash_are_stored(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    rows = [_row(1, pretrain_seed=3, eval_hash="e1"), _row(2)]
+    append_rows(path, rows)
+    assert path.read_text().splitlines()[1].endswith(",cfg,3,e1")
+    assert path.read_text().splitlines()[2].endswith(",cfg,,")  # None is stored as ""
+    assert read_rows(path) == rows
+
+
+def test_old_schema_store_is_read_with_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text(LEGACY_HEADER + LEGACY_LINE)
+    (row,) = read_rows(path)
+    assert row.value == 0.39453125 and row.config_hash == "449c178bf313"
+    assert row.pretrain_seed is None and row.eval_hash == ""
+
+
+def test_appending_to_an_old_schema_store_migrates_it_keeping_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text(LEGACY_HEADER + LEGACY_LINE + LEGACY_LINE.replace("0,oa", "1,oa") + "2026-11,partial")
+    old = read_rows(path)
+    new = _row(5, pretrain_seed=0, eval_hash="abc")
+    assert append_rows(path, [new]) == 1
+    assert path.read_text().startswith(HEADER)
+    assert read_rows(path) == [*old, new]
+    _assert_all_lines_complete(path)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "results.csv.lock"] == ["results.csv"]
+
+
+@pytest.mark.parametrize("char", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_line_separator_characters_in_a_cell_round_trip(tmp_path: Path, char: str) -> None:
+    path = tmp_path / "results.csv"
+    rows = [_row(1, run_id=f"a{char}b", method=f"m{char}"), _row(2)]
+    append_rows(path, rows[:1])
+    append_rows(path, rows[1:])
+    assert read_rows(path) == rows
+
+
+def test_configs_sidecar_maps_each_config_hash_to_its_configuration(tmp_path: Path) -> None:
+    results = tmp_path / "results.csv"
+    assert configs_path(results) == tmp_path / "results.configs.json"
+    assert read_configs(results) == {}
+    moco = {"method": {"name": "moco", "temperature": 0.2}, "data": {"tile_size": 32}}
+    record_config(results, "aaa", moco)
+    record_config(results, "bbb", {"method": {"name": "moco", "temperature": 0.1}, "data": {"tile_size": 32}})
+    record_config(results, "aaa", moco)  # the same pair again is a no-op
+    assert read_configs(results) == {
+        "aaa": moco,
+        "bbb": {"method": {"name": "moco", "temperature": 0.1}, "data": {"tile_size": 32}},
+    }
+    with pytest.raises(ValueError, match="already names another configuration"):
+        record_config(results, "aaa", {"method": {"name": "simclr"}})
+    assert read_configs(results)["aaa"] == moco
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.configs.json", "results.csv.lock"]
+
+
+def test_run_ids_are_relative_to_the_runs_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    assert (
+        relative_run_id(runs / "moco_r18_synthetic" / "20260101-1", runs) == "moco_r18_synthetic/20260101-1"
+    )
+    with pytest.raises(ValueError, match="not inside the runs folder"):
+        relative_run_id(tmp_path / "elsewhere" / "x", runs)
+
+
+def test_old_absolute_run_ids_are_made_relative(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    path.write_text(
+        LEGACY_HEADER
+        + LEGACY_LINE
+        + LEGACY_LINE.replace(
+            "/work/main/runs/bench/moco_resnet18_synthetic/20261122-140121-571621", "baseline:image_stats:4"
+        )
+    )
+    assert make_run_ids_relative(path, "/work/main/runs") == 1
+    assert [r.run_id for r in read_rows(path)] == [
+        "bench/moco_resnet18_synthetic/20261122-140121-571621",
+        "baseline:image_stats:4",
+    ]
+    assert path.read_text().startswith(HEADER)
+    append_rows(path, [_row(9, run_id="/elsewhere/x/y")])
+    before = path.read_text()
+    with pytest.raises(ValueError, match="not inside the runs folder"):
+        make_run_ids_relative(path, "/work/main/runs")
+    assert path.read_text() == before  # nothing written

@@ -1,0 +1,52 @@
+"""The pretraining config hash: the seeds of one configuration share it, anything that changes
+what is pretrained changes it, where and how a run is written does not."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rsssl.cli import CONF_DIR
+from rsssl.cli.pretrain import config_hash, pretraining_config
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="pretrain", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def base_hash() -> str:
+    return config_hash(_cfg())
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "seed=1",
+        "runs_dir=/elsewhere",
+        "results=x.csv",
+        "device=cpu",
+        "resume=true",
+        "data.num_workers=7",
+        "trainer.enable_progress_bar=false",
+        "+eval=demo",
+    ],
+)
+def test_seed_and_run_location_do_not_change_the_hash(override: str, base_hash: str) -> None:
+    assert config_hash(_cfg(override)) == base_hash
+
+
+@pytest.mark.parametrize(
+    "override", ["method.temperature=0.1", "data.tile_size=64", "trainer.max_epochs=7", "method=simclr"]
+)
+def test_what_is_pretrained_changes_the_hash(override: str, base_hash: str) -> None:
+    assert config_hash(_cfg(override)) != base_hash
+
+
+def test_the_recorded_config_is_what_is_hashed() -> None:
+    config = pretraining_config(_cfg("method.temperature=0.1"))
+    assert config["method"]["temperature"] == 0.1 and config["trainer"]["max_epochs"] == 5
+    for absent in ("seed", "runs_dir", "run_name", "results", "eval", "device", "logger"):
+        assert absent not in config
+    assert "num_workers" not in config["data"] and "eval_sets" not in config["data"]
