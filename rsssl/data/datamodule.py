@@ -19,7 +19,7 @@ from rsssl.data.bands import canonical_band_name
 from rsssl.data.sampling import EpochSampler, PairSampling, check_multi_date, neighbour_radii, tile_pixels
 from rsssl.data.scene import BandSubsetScene, DataError, Scene
 from rsssl.data.sources import Source
-from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats
+from rsssl.data.stats import STATS_VERSION, BandStats, cached_band_stats, compute_band_stats
 from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
 
 IMAGE_KEYS = ("image", "neighbor", "other_time")
@@ -177,6 +177,7 @@ class RSDataModule(L.LightningDataModule):
             "stride": self.stride,
             "min_valid": self.min_valid,
             "tiles": self.stats_tiles,
+            "stats_version": STATS_VERSION,
         }
         return cached_band_stats(
             self.stats_cache_dir,

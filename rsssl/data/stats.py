@@ -1,16 +1,17 @@
 """Per-band normalisation statistics computed from the data itself, cached on disk.
 
 Multispectral data must never be normalised with ImageNet RGB statistics: each band gets its
-own mean and std, estimated once from a random sample of tiles (valid pixels only) and
-stored as JSON keyed by a fingerprint of the source, so later runs reuse it. Concurrent writers
-(DDP ranks) are safe and a corrupt entry is recomputed (`rsssl.data.cache`).
+own mean and std, estimated once from a random sample of tiles (valid pixels only) at every
+date of multi-date scenes (training reads any of them) and stored as JSON keyed by a
+fingerprint of the source, so later runs reuse it. Concurrent writers (DDP ranks) are safe and
+a corrupt entry is recomputed (`rsssl.data.cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import numpy as np
 from rsssl.data.cache import read_cached, write_atomic
 from rsssl.data.scene import DataError, Scene, Window
 from rsssl.data.tiles import TileIndex
+
+#: What `compute_band_stats` samples, for cache descriptions (2: tiles at every date, not the first).
+STATS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -42,16 +46,20 @@ def compute_band_stats(
     max_tiles: int = 256,
     seed: int = 0,
 ) -> BandStats:
-    """Mean/std per band over the valid pixels of up to `max_tiles` random tiles."""
+    """Mean/std per band over the valid pixels of up to `max_tiles` random (tile, date) pairs.
+
+    Every date of a multi-date scene is a candidate, so the statistics describe all the pixels
+    training may read, not the first date's."""
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(index), size=min(max_tiles, len(index)), replace=False)
+    tiles, dates = tile_dates(scenes, index)
+    chosen = rng.choice(len(tiles), size=min(max_tiles, len(tiles)), replace=False)
     size = index.tile_size
     total = total_sq = None
     count = 0
-    for i in chosen:
+    for i, date in zip(tiles[chosen], dates[chosen], strict=True):
         scene = scenes[int(index.scene[i])]
         window = Window(int(index.row[i]), int(index.col[i]), size, size)
-        pixels = scene.read(window)
+        pixels = scene.read(window, int(date))
         valid = scene.read_valid(window)
         values = pixels[:, valid].astype(np.float64)
         if not np.isfinite(values).all():
@@ -70,12 +78,22 @@ def compute_band_stats(
     return BandStats(tuple(mean.tolist()), tuple(std.tolist()))
 
 
+def tile_dates(scenes: Sequence[Scene], index: TileIndex) -> tuple[np.ndarray, np.ndarray]:
+    """Every (tile, date) pair of `index`: the tile number and the date number of each pair."""
+    counts = np.array([len(scene.dates) for scene in scenes])[index.scene]
+    tiles = np.repeat(np.arange(len(index)), counts)
+    dates = np.arange(len(tiles)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return tiles, dates
+
+
 def stats_fingerprint(description: dict) -> str:
     """Stable short hash of whatever identifies the data and the sampling of the statistics."""
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached_band_stats(cache_dir: str | Path | None, description: dict, compute) -> BandStats:
+def cached_band_stats(
+    cache_dir: str | Path | None, description: dict, compute: Callable[[], BandStats]
+) -> BandStats:
     """Read the statistics for `description` from the cache, or compute and store them."""
     if cache_dir is None:
         return compute()

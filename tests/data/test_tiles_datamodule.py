@@ -9,8 +9,8 @@ import torch
 from rsssl.data.datamodule import RSDataModule, resolve_bands
 from rsssl.data.scene import ArrayScene, DataError, Window
 from rsssl.data.sources import GeoTiffSource, NpzSource, SyntheticSource
-from rsssl.data.stats import cached_band_stats, compute_band_stats
-from rsssl.data.tiles import TileDataset, build_tile_index
+from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats, tile_dates
+from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
 from tests.helpers.problems import ListSource
 
 
@@ -70,6 +70,37 @@ def test_band_stats_match_numpy_over_valid_pixels():
     everything = np.concatenate(pixels, axis=1)
     np.testing.assert_allclose(stats.mean, everything.mean(1), rtol=1e-9)
     np.testing.assert_allclose(stats.std, everything.std(1), rtol=1e-9)
+
+
+def two_dates(name="two_dates"):
+    """One band, 32 px, 100 everywhere at the first date and 300 at the second."""
+    images = np.stack([np.full((1, 32, 32), 100, np.uint16), np.full((1, 32, 32), 300, np.uint16)])
+    return ArrayScene(name, images, dates=("2020-01-01", "2020-06-01"))
+
+
+def test_band_stats_sample_every_date():
+    """4 tiles x 2 dates, as many pixels at 100 as at 300: mean 200, std 100."""
+    scene = two_dates()
+    stats = compute_band_stats([scene], build_tile_index([scene], 16), max_tiles=10_000)
+    assert stats == BandStats((200.0,), (100.0,))
+
+
+def test_tile_dates_pair_each_tile_with_each_date_of_its_scene():
+    one, three = scene("one", size=16), ArrayScene("three", np.zeros((3, 1, 16, 16), np.uint8))
+    index = TileIndex(np.array([0, 1, 0]), np.zeros(3, int), np.zeros(3, int), np.full(3, -1), 16)
+    tiles, dates = tile_dates([one, three], index)
+    assert tiles.tolist() == [0, 1, 1, 1, 2] and dates.tolist() == [0, 0, 1, 2, 0]
+
+
+def test_first_date_statistics_cached_before_are_not_reused(tmp_path):
+    """An entry cached under the description the first-date statistics were stored with."""
+    source = ListSource([two_dates()])
+    old = {"source": source.describe(), "bands": ["b1"], "tile_size": 16, "stride": None}
+    old |= {"min_valid": 0.9, "tiles": 256}
+    cached_band_stats(tmp_path, old, lambda: BandStats((100.0,), (1.0,)))
+    dm = RSDataModule(source, tile_size=16, batch_size=2, num_workers=0, stats_cache_dir=str(tmp_path))
+    dm.prepare()
+    assert dm.stats == BandStats((200.0,), (100.0,))
 
 
 def test_stats_cache_is_reused(tmp_path):
