@@ -28,6 +28,7 @@ th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.best { font-weight: 700; background: #e6f4ea; }
+td.tied { font-style: italic; background: #f3faf5; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 .plots figure { margin: 0; } .plots img { max-width: 640px; border: 1px solid #d0d7de; }
 """
@@ -65,8 +66,10 @@ _JS = """
 
 
 def _inline_code(text: str) -> str:
-    """Escape text and turn `backticks` into <code>, the only markup the note uses."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", escape(text))
+    """Escape text and turn the note's markdown (`code`, **bold**, *italics*) into HTML."""
+    html = re.sub(r"`([^`]*)`", r"<code>\1</code>", escape(text))
+    html = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html)
+    return re.sub(r"\*([^*]+)\*", r"<i>\1</i>", html)
 
 
 def _th(header: str, better: str) -> str:
@@ -77,7 +80,7 @@ def _th(header: str, better: str) -> str:
 
 def _td(cell: Cell, numeric: bool) -> str:
     value = "" if cell.sort is None else repr(cell.sort) if numeric else str(cell.sort)
-    classes = " ".join(c for c in ("num" if numeric else "", "best" if cell.bold and cell.text else "") if c)
+    classes = " ".join(c for c in ("num" if numeric else "", cell.mark if cell.text else "") if c)
     attr = f' class="{classes}"' if classes else ""
     return f'<td{attr} data-v="{escape(value)}">{escape(cell.text)}</td>'
 
@@ -88,9 +91,10 @@ def _table(table: Table) -> str:
         "<tr>" + "".join(_td(c, bool(b)) for c, b in zip(row, table.better, strict=True)) + "</tr>"
         for row in table.rows
     )
+    note = f'\n<p class="note">{_inline_code(table.note)}</p>' if table.note else ""
     return (
         f'<h2>{escape(table.title)}</h2>\n<div class="wrap"><table id="{escape(table.id)}">\n'
-        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>"
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>{note}"
     )
 
 

@@ -2,7 +2,8 @@
 
 Numbers are never typed by hand: every table is rebuilt from the long-format rows. Each
 column names its protocol, and online-probe numbers (measured during pretraining) get their
-own table so they are never ranked against offline evaluations.
+own table so they are never ranked against offline evaluations. In each column the best mean
+is marked, and so is every entry that cannot be told apart from it (overlapping intervals).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rsssl.eval import intervals
@@ -43,7 +44,10 @@ CSV_COLUMNS = (
     "mean",
     "interval",
     "n_seeds",
+    "mark",
 )
+# A CSV cell starting with one of these is a formula to a spreadsheet (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 # Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..30; larger df use a series.
 # fmt: off
@@ -69,6 +73,7 @@ class Aggregate:
     mean: float
     interval: float | None
     n_seeds: int
+    mark: str = ""  # "best" in its column, "tied" with the best, or ""
 
     @property
     def entry(self) -> tuple[str, str, str]:
@@ -78,22 +83,26 @@ class Aggregate:
 
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: its text, the value it sorts by (``None``: empty) and whether it is the best."""
+    """A table cell: its text, the value it sorts by (``None``: empty) and its mark ("best", "tied", "")."""
 
     text: str
     sort: float | str | None
-    bold: bool = False
+    mark: str = ""
 
 
 @dataclass(frozen=True)
 class Table:
-    """A rendered-format-independent table; ``better[i]`` is "high"/"low" for value columns, "" for labels."""
+    """A rendered-format-independent table; ``better[i]`` is "high"/"low" for value columns, "" for labels.
+
+    ``note`` is said right under the table (what it leaves out and why); "" for none.
+    """
 
     id: str
     title: str
     headers: tuple[str, ...]
     better: tuple[str, ...]
     rows: tuple[tuple[Cell, ...], ...]
+    note: str = ""
 
 
 #: what the tables and plots show by default: overall accuracy and mean IoU.
@@ -135,7 +144,53 @@ def aggregate(rows: Iterable[ResultRow]) -> list[Aggregate]:
         else:
             (mean, interval), n = mean_interval(values), len(values)
         out.append(Aggregate(*group, mean=mean, interval=interval, n_seeds=n))
-    return out
+    return mark_columns(out)
+
+
+def _shown(a: Aggregate) -> float:
+    """The mean as the tables print it."""
+    return round(a.mean, _decimals(a.mean))
+
+
+def tied(a: Aggregate, best: Aggregate) -> bool:
+    """Whether ``a`` cannot be told apart from ``best``: their 95 % intervals overlap or, where either
+    has no interval, they are equal at the precision shown."""
+    if _shown(a) == _shown(best):
+        return True
+    if a.interval is None or best.interval is None:
+        return False
+    return abs(a.mean - best.mean) <= a.interval + best.interval
+
+
+def column_marks(column: Sequence[Aggregate]) -> list[str]:
+    """Marks of one column's numbers: "best" for the best mean, "tied" for those tied with it, else ""."""
+    finite = [a for a in column if math.isfinite(a.mean)]
+    if not finite:
+        return [""] * len(column)
+    top = (max if higher_is_better(finite[0].metric) else min)(a.mean for a in finite)
+    best = [a for a in finite if a.mean == top]
+
+    def mark(a: Aggregate) -> str:
+        if not math.isfinite(a.mean):
+            return ""
+        return "best" if a.mean == top else "tied" if any(tied(a, b) for b in best) else ""
+
+    return [mark(a) for a in column]
+
+
+def mark_columns(aggs: Sequence[Aggregate]) -> list[Aggregate]:
+    """The aggregates with their marks set, each compared within its column.
+
+    A column is one (evaluation set, protocol, budget, metric).
+    """
+    columns: dict[tuple, list[int]] = defaultdict(list)
+    for i, a in enumerate(aggs):
+        columns[a.eval_data, a.protocol, a.budget, a.metric].append(i)
+    marks = [""] * len(aggs)
+    for members in columns.values():
+        for i, mark in zip(members, column_marks([aggs[i] for i in members]), strict=True):
+            marks[i] = mark
+    return [replace(a, mark=mark) for a, mark in zip(aggs, marks, strict=True)]
 
 
 def _protocol_rank(protocol: str) -> tuple[int, str]:
@@ -166,43 +221,46 @@ def format_value(mean: float, interval: float | None) -> str:
     return f"{mean:.{d}f}" if interval is None else f"{mean:.{d}f} ± {interval:.{d}f}"
 
 
-def _value_cells(aggs: Sequence[Aggregate], better: str) -> list[Cell]:
-    """Cells of one column, the best mean (at display precision) in bold."""
-    shown = [round(a.mean, _decimals(a.mean)) for a in aggs if math.isfinite(a.mean)]
-    best = (max if better == "high" else min)(shown) if shown else None
-    return [
-        Cell(
-            format_value(a.mean, a.interval),
-            a.mean if math.isfinite(a.mean) else None,
-            bold=math.isfinite(a.mean) and round(a.mean, _decimals(a.mean)) == best,
-        )
-        for a in aggs
-    ]
+def _value_cell(a: Aggregate) -> Cell:
+    return Cell(format_value(a.mean, a.interval), a.mean if math.isfinite(a.mean) else None, a.mark)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
 
 
+SEGMENTATION_NOTE = (
+    "No image_stats row: the image-statistics baseline is one feature vector per image, with nothing "
+    "per pixel to segment, so the suite skips it on segmentation."
+)
+
+
+def _table_note(aggs: Sequence[Aggregate]) -> str:
+    """What the table leaves out and why: image statistics have no segmentation numbers."""
+    segmentation = [a for a in aggs if a.protocol.startswith("segmentation")]
+    return SEGMENTATION_NOTE if segmentation and "image_stats" not in {a.method for a in segmentation} else ""
+
+
 def _table(table_id: str, title: str, aggs: Sequence[Aggregate]) -> Table:
     columns = sorted({(a.protocol, a.budget, a.metric) for a in aggs}, key=_column_order)
     entries = sorted({a.entry for a in aggs}, key=_entry_order)
     by_cell = {(a.entry, (a.protocol, a.budget, a.metric)): a for a in aggs}
-    grid = {e: [Cell(part, part) for part in e] for e in entries}
-    better = []
-    for col in columns:
-        better.append("high" if higher_is_better(col[2]) else "low")
-        present = [e for e in entries if (e, col) in by_cell]
-        cells = dict(zip(present, _value_cells([by_cell[e, col] for e in present], better[-1]), strict=True))
-        for e in entries:
-            grid[e].append(cells.get(e, Cell("", None)))
+    rows = [
+        (
+            *(Cell(part, part) for part in e),
+            *(_value_cell(by_cell[e, c]) if (e, c) in by_cell else Cell("", None) for c in columns),
+        )
+        for e in entries
+    ]
     headers = [" · ".join(p for p in col if p) for col in columns]
+    better = tuple("high" if higher_is_better(col[2]) else "low" for col in columns)
     return Table(
         table_id,
         title,
         (*LABEL_COLUMNS, *headers),
-        ("",) * len(LABEL_COLUMNS) + tuple(better),
-        tuple(tuple(grid[e]) for e in entries),
+        ("",) * len(LABEL_COLUMNS) + better,
+        tuple(rows),
+        _table_note(aggs),
     )
 
 
@@ -233,9 +291,13 @@ def build_tables(aggs: Sequence[Aggregate]) -> list[Table]:
     return tables
 
 
+_MD_MARKS = {"best": "**", "tied": "*", "": ""}
+
+
 def _md_text(cell: Cell) -> str:
     text = cell.text.replace("|", "\\|")
-    return f"**{text}**" if cell.bold and text else text
+    mark = _MD_MARKS[cell.mark] if text else ""
+    return f"{mark}{text}{mark}"
 
 
 def render_markdown(tables: Sequence[Table], note: str, plots: Sequence[Plot], out_dir: Path) -> str:
@@ -247,6 +309,8 @@ def render_markdown(tables: Sequence[Table], note: str, plots: Sequence[Plot], o
         parts.append("|" + "|".join("---" if b == "" else "---:" for b in table.better) + "|")
         parts += ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in table.rows]
         parts.append("")
+        if table.note:
+            parts += [table.note, ""]
     if plots:
         parts += ["## Label efficiency", ""]
         parts += [f"![{p.title}]({p.path.relative_to(out_dir).as_posix()})" for p in plots]
@@ -254,36 +318,45 @@ def render_markdown(tables: Sequence[Table], note: str, plots: Sequence[Plot], o
     return "\n".join(parts)
 
 
+def spreadsheet_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one starting like a formula gets a leading quote."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
 def aggregates_csv(aggs: Sequence[Aggregate]) -> str:
-    """The aggregated numbers in long form (one row per leaderboard cell)."""
+    """The aggregated numbers in long form (one row per leaderboard cell).
+
+    Text cells that a spreadsheet would run as formulas are quoted (``spreadsheet_text``);
+    numbers are written as numbers, negative ones included.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for a in aggs:
-        writer.writerow(
-            [
-                a.method,
-                a.backbone,
-                a.pretrain_data,
-                a.eval_data,
-                a.protocol,
-                a.budget,
-                a.metric,
-                repr(a.mean),
-                "" if a.interval is None else repr(a.interval),
-                a.n_seeds,
-            ]
-        )
+        text = [a.method, a.backbone, a.pretrain_data, a.eval_data, a.protocol, a.budget, a.metric]
+        numbers = [repr(a.mean), "" if a.interval is None else repr(a.interval), a.n_seeds]
+        writer.writerow([*map(spreadsheet_text, text), *numbers, a.mark])
     return buf.getvalue()
 
 
-def _note(n_rows: int, source: str, command: str, generated_at: str) -> str:
+TIE_NOTE = (
+    "In each column the best mean is in **bold**; entries in *italics* are tied with it: their 95 % "
+    "interval overlaps the best's, or, where either has no interval, they are equal at the precision shown."
+)
+ONLINE_NOTE = (
+    "Online-probe numbers (measured during pretraining) are in their own tables, never ranked against "
+    "offline evaluations."
+)
+
+
+def _note(n_rows: int, source: str, command: str, generated_at: str, tables: Sequence[Table]) -> str:
+    online = any(t.id.endswith("-online") for t in tables)
     return (
         f"Generated by `{command}` at {generated_at} from {n_rows} rows of `{source}`. "
         "Do not edit by hand: re-run the command.\n\n"
-        "Cells are mean ± 95 % t-interval half-width over seeds (seed counts in `leaderboard.csv`); "
-        "the best value of each column is in bold. Every header names its protocol; online-probe numbers "
-        f"(measured during pretraining) have their own tables. Baselines: {', '.join(BASELINES)}."
+        "Cells are mean ± 95 % t-interval half-width over seeds (seed counts in `leaderboard.csv`). "
+        f"{TIE_NOTE} Every header names its protocol. {ONLINE_NOTE + ' ' if online else ''}"
+        f"Baselines: {', '.join(BASELINES)}."
     )
 
 
@@ -316,7 +389,7 @@ def write_leaderboard(
     shown = headline(aggs, metrics)
     tables = build_tables(shown)
     figures = label_efficiency_plots(shown, out / "plots") if plots else []
-    note = _note(len(rows), source, command, generated_at or utc_now())
+    note = _note(len(rows), source, command, generated_at or utc_now(), tables)
     images = [(p.path.relative_to(out).as_posix(), p.title) for p in figures]
     written = [
         _write_atomic(out / "LEADERBOARD.md", render_markdown(tables, note, figures, out)),

@@ -1,7 +1,8 @@
 """Label-efficiency plots: the metric against the number of labels, one line per method.
 
-Each line carries its 95 % interval as a shaded band; baselines are dashed. Per-class budgets
-and label fractions never share an x axis, so they get separate figures.
+Each line carries its 95 % interval as a shaded band and error bars (visible at a single
+budget too); baselines are dashed. Per-class budgets and label fractions never share an x
+axis, so each kind gets its own figure, even when it has only one budget.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global
 backend switch), so this works headless and inside other programs.
@@ -47,11 +48,7 @@ def _curves(aggs: Sequence[Aggregate]) -> dict[tuple, dict[tuple, list[tuple[flo
         kind, amount = parse_budget(a.budget)
         if kind != "none":
             figures[a.eval_data, a.protocol, a.metric, kind][a.entry].append((amount, a))
-    return {
-        key: lines
-        for key, lines in figures.items()
-        if len({x for points in lines.values() for x, _ in points}) >= 2
-    }
+    return figures
 
 
 def _draw(title: str, kind: str, metric: str, lines: dict[tuple, list[tuple[float, Aggregate]]]) -> Figure:
@@ -65,7 +62,7 @@ def _draw(title: str, kind: str, metric: str, lines: dict[tuple, list[tuple[floa
         y = [p[1].mean for p in points]
         err = [p[1].interval or 0.0 for p in points]
         style = "--" if entry[0] in BASELINES else "-"
-        (line,) = ax.plot(x, y, style, marker="o", label=" / ".join(entry))
+        line = ax.errorbar(x, y, yerr=err, fmt=style, marker="o", capsize=3, label=" / ".join(entry)).lines[0]
         ax.fill_between(
             x,
             [v - e for v, e in zip(y, err, strict=True)],
@@ -86,7 +83,7 @@ def _draw(title: str, kind: str, metric: str, lines: dict[tuple, list[tuple[floa
 
 
 def label_efficiency_plots(aggs: Sequence[Aggregate], out_dir: Path) -> list[Plot]:
-    """Write one PNG per (eval data, protocol, metric, budget kind) with at least two budgets.
+    """Write one PNG per (eval data, protocol, metric, budget kind) that has any budget.
 
     PNGs left in ``out_dir`` by an earlier run that this run does not draw are removed, so the
     folder never shows a figure the current results no longer support.

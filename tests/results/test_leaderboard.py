@@ -24,31 +24,46 @@ from rsssl.results.leaderboard import (
     mean_interval,
     write_leaderboard,
 )
-from rsssl.results.store import COLUMNS, ResultRow, read_rows
+from rsssl.results.store import COLUMNS, ResultRow, append_rows, read_rows
 
 REPO = Path(__file__).resolve().parents[2]
 ONLINE_NOTE = "not comparable with offline protocols"
 T2 = 4.302653  # Student-t 0.975 quantile, 2 degrees of freedom (3 seeds)
 
 
-def _line(
+def _row(
     method: str,
     protocol: str,
     budget: str,
     seed: int,
     value: float,
-    interval: str = "",
+    interval: float | None = None,
     eval_data: str = "eurosat",
-) -> str:
-    return (
-        f"2024-05-01T10:00:00+00:00,{method}-{protocol}-{seed},{method},resnet18,ssl4eo,{eval_data},"
-        f"{protocol},{budget},{seed},OA,{value},{interval},ck-{method},abc123,cfg-{method}\n"
+    **kw,
+) -> ResultRow:
+    fields = dict(
+        time="2024-05-01T10:00:00+00:00",
+        run_id=f"run-{method}",
+        method=method,
+        backbone="resnet18",
+        pretrain_data="ssl4eo",
+        eval_data=eval_data,
+        protocol=protocol,
+        budget=budget,
+        seed=seed,
+        metric="OA",
+        value=value,
+        interval=interval,
+        checkpoint_hash=f"ck-{method}",
+        git_commit="abc123",
+        config_hash=f"cfg-{method}",
     )
+    return ResultRow(**{**fields, **kw})
 
 
 def _results_file(path: Path) -> Path:
     """The hand-made store: 4 entries (2 baselines), linear at 5 and 20 per class, the online probe."""
-    lines = [",".join(COLUMNS) + "\n"]
+    rows = []
     linear = {
         "moco": ([0.60, 0.62, 0.64], [0.80, 0.82, 0.84]),
         "saumoco": ([0.70, 0.70, 0.73], [0.85, 0.86, 0.87]),
@@ -58,15 +73,15 @@ def _results_file(path: Path) -> Path:
     for method, (five, twenty) in linear.items():
         for seed in range(3):
             if five is not None:
-                lines.append(_line(method, "linear", "5/class", seed, five[seed]))
-            lines.append(_line(method, "linear", "20/class", seed, twenty[seed]))
-    lines.append(_line("image_stats", "linear", "5/class", -1, 0.45, interval="0.031"))  # aggregate only
-    lines.append(_line("moco", "online_linear", "", 0, 0.90))
-    lines.append(_line("saumoco", "online_linear", "", 0, 0.88))
+                rows.append(_row(method, "linear", "5/class", seed, five[seed]))
+            rows.append(_row(method, "linear", "20/class", seed, twenty[seed]))
+    rows.append(_row("image_stats", "linear", "5/class", -1, 0.45, interval=0.031))  # aggregate only
+    rows.append(_row("moco", "online_linear", "", 0, 0.90))
+    rows.append(_row("saumoco", "online_linear", "", 0, 0.88))
     for seed, value in enumerate([0.5, 0.6, 0.7]):
-        lines.append(_line("moco", "knn", "20/class", seed, value, eval_data="ucmerced"))
-    lines.append(_line("saumoco", "knn", "5/class", 0, 0.55, eval_data="ucmerced"))
-    path.write_text("".join(lines))
+        rows.append(_row("moco", "knn", "20/class", seed, value, eval_data="ucmerced"))
+    rows.append(_row("saumoco", "knn", "5/class", 0, 0.55, eval_data="ucmerced"))
+    append_rows(path, rows)
     return path
 
 
@@ -121,13 +136,14 @@ def test_markdown_tables(board: Path) -> None:
     assert offline == [
         "| method | backbone | pretrain data | linear · 5/class · OA | linear · 20/class · OA |",
         "|---|---|---|---:|---:|",
-        f"| moco | resnet18 | ssl4eo | 0.620 ± {_half(0.02):.3f} | 0.820 ± {_half(0.02):.3f} |",
+        f"| moco | resnet18 | ssl4eo | *0.620 ± {_half(0.02):.3f}* | *0.820 ± {_half(0.02):.3f}* |",
         f"| saumoco | resnet18 | ssl4eo | **0.710 ± {_half(math.sqrt(0.0003)):.3f}** "
         f"| **0.860 ± {_half(0.01):.3f}** |",
         f"| random_init | resnet18 | ssl4eo | 0.300 ± 0.000 | 0.410 ± {_half(0.01):.3f} |",
         f"| image_stats | resnet18 | ssl4eo | 0.450 ± 0.031 | 0.520 ± {_half(0.02):.3f} |",
     ]
-    assert offline[2].endswith("| 0.620 ± 0.050 | 0.820 ± 0.050 |")  # the same, written out
+    assert offline[2].endswith("| *0.620 ± 0.050* | *0.820 ± 0.050* |")  # the same, written out: tied
+    # with saumoco: 0.620 + 0.050 >= 0.710 - 0.043 and 0.820 + 0.050 >= 0.860 - 0.025
     online = _md_section(md, f"eurosat — online probe during pretraining ({ONLINE_NOTE})")
     assert online == [
         "| method | backbone | pretrain data | online_linear · OA |",
@@ -313,11 +329,12 @@ def test_cli_with_empty_store_says_so_and_writes_nothing(tmp_path: Path) -> None
 
 
 def test_cli_writes_the_leaderboard_relative_to_the_working_directory(tmp_path: Path) -> None:
-    _results_file(tmp_path / "store.csv")
-    done = _cli(tmp_path, "results=store.csv", "out=site", "eval_data=ucmerced", "plots=false")
+    (tmp_path / "store").mkdir()
+    _results_file(tmp_path / "store" / "results.csv")
+    done = _cli(tmp_path, "results=store/results.csv", "out=site", "eval_data=ucmerced", "plots=false")
     assert done.returncode == 0, done.stderr
     assert "site/LEADERBOARD.md" in done.stdout and "site/leaderboard.html" in done.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "store.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "store"]
     assert sorted(p.name for p in (tmp_path / "site").iterdir()) == [
         "LEADERBOARD.md",
         "leaderboard.csv",
@@ -325,5 +342,141 @@ def test_cli_writes_the_leaderboard_relative_to_the_working_directory(tmp_path: 
     ]
     md = (tmp_path / "site" / "LEADERBOARD.md").read_text()
     assert "ucmerced" in md and "eurosat" not in md and "from 4 rows" in md
-    done = _cli(tmp_path, "results=store.csv", "out=site", "eval_data=[nowhere]")
+    done = _cli(tmp_path, "results=store/results.csv", "out=site", "eval_data=[nowhere]")
     assert done.returncode != 0 and "it has: ['eurosat', 'ucmerced']" in done.stderr
+
+
+def _write(tmp_path: Path, rows: list[ResultRow], **kw) -> Path:
+    out = tmp_path / "out"
+    write_leaderboard(rows, out, source="results.csv", command="rsssl-leaderboard test", **kw)
+    return out
+
+
+def _csv_rows(out: Path) -> list[dict[str, str]]:
+    with (out / "leaderboard.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+TIE_COLUMN = {  # one column: b is best; a's interval overlaps b's; c's does not; d and e have no interval
+    "a": [0.80, 0.82, 0.84],  # 0.820 ± 0.050, overlaps 0.860 ± 0.025: tied
+    "b": [0.85, 0.86, 0.87],  # 0.860 ± 0.025: best
+    "c": [0.70, 0.71, 0.72],  # 0.710 ± 0.025: |0.86 - 0.71| > 0.050 + 0.025
+    "d": [0.855],  # inside b's interval but no interval of its own, 0.855 != 0.860 shown: not tied
+    "e": [0.8598],  # no interval, shown as 0.860 like the best: tied
+}
+
+
+def _tie_rows() -> list[ResultRow]:
+    return [
+        _row(method, "knn", "20/class", seed, value, eval_data="tie")
+        for method, values in TIE_COLUMN.items()
+        for seed, value in enumerate(values)
+    ]
+
+
+def test_best_is_bold_and_overlapping_intervals_are_marked_tied(tmp_path: Path) -> None:
+    out = _write(tmp_path, _tie_rows(), plots=False)
+    md = (out / "LEADERBOARD.md").read_text()
+    assert _md_section(md, "tie — offline evaluation")[2:] == [
+        f"| a | resnet18 | ssl4eo | *0.820 ± {_half(0.02):.3f}* |",
+        f"| b | resnet18 | ssl4eo | **0.860 ± {_half(0.01):.3f}** |",
+        f"| c | resnet18 | ssl4eo | 0.710 ± {_half(0.01):.3f} |",
+        "| d | resnet18 | ssl4eo | 0.855 |",
+        "| e | resnet18 | ssl4eo | *0.860* |",
+    ]
+    assert TIE_NOTE in md
+    assert {r["method"]: r["mark"] for r in _csv_rows(out)} == {
+        "a": "tied",
+        "b": "best",
+        "c": "",
+        "d": "",
+        "e": "tied",
+    }
+    html = (out / "leaderboard.html").read_text()
+    assert html.count('class="num best"') == 1 and html.count('class="num tied"') == 2
+
+
+TIE_NOTE = (
+    "In each column the best mean is in **bold**; entries in *italics* are tied with it: their 95 % "
+    "interval overlaps the best's, or, where either has no interval, they are equal at the precision shown."
+)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path: Path) -> None:
+    rows = [
+        _row(
+            "=HYPERLINK(1)",
+            "knn",
+            "",
+            0,
+            -0.25,
+            eval_data="@set",
+            backbone="-",
+            pretrain_data="+data",
+            metric="\tloss",
+        )
+    ]
+    (got,) = _csv_rows(_write(tmp_path, rows, plots=False, metrics=None))
+    assert (got["method"], got["backbone"], got["pretrain_data"], got["eval_data"], got["metric"]) == (
+        "'=HYPERLINK(1)",
+        "'-",
+        "'+data",
+        "'@set",
+        "'\tloss",
+    )
+    assert got["mean"] == "-0.25" and got["protocol"] == "knn"  # numbers stay numbers
+
+
+def test_every_budget_kind_is_plotted_even_with_one_budget_each(tmp_path: Path) -> None:
+    rows = [
+        _row(method, "knn", budget, seed, value + seed / 100, eval_data="mixed")
+        for method, value in (("moco", 0.6), ("saumoco", 0.7))
+        for budget in ("20/class", "100%")
+        for seed in range(2)
+    ]
+    out = _write(tmp_path, rows)
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "mixed-knn-oa-fraction.png",
+        "mixed-knn-oa-per-class.png",
+    ]
+
+
+def _note(md: str) -> str:
+    return md.split("\n## ", 1)[0]
+
+
+def test_the_note_mentions_online_tables_only_when_there_are_some(tmp_path: Path) -> None:
+    rows = [_row("moco", "knn", "20/class", 0, 0.5)]
+    without = (_write(tmp_path / "a", rows, plots=False) / "LEADERBOARD.md").read_text()
+    assert "online" not in without.lower()
+    online = [*rows, _row("moco", "online_linear", "", 0, 0.6)]
+    with_online = (_write(tmp_path / "b", online, plots=False) / "LEADERBOARD.md").read_text()
+    assert ONLINE_SENTENCE in _note(with_online)
+
+
+ONLINE_SENTENCE = (
+    "Online-probe numbers (measured during pretraining) are in their own tables, never ranked against "
+    "offline evaluations."
+)
+
+
+def test_segmentation_tables_say_why_image_stats_is_missing(tmp_path: Path) -> None:
+    rows = [
+        _row(method, "segmentation_frozen", "10%", seed, 0.4 + seed / 10, eval_data=data, metric="miou")
+        for method in ("moco", "random_init")
+        for seed in range(2)
+        for data in ("treecrowns", "eurosat")
+    ]
+    rows = [r for r in rows if r.eval_data == "treecrowns"] + [_row("moco", "knn", "20/class", 0, 0.5)]
+    out = _write(tmp_path, rows, plots=False)
+    md = (out / "LEADERBOARD.md").read_text()
+    section = md.split("## treecrowns — offline evaluation\n", 1)[1]
+    assert section.split("\n\n")[1].rstrip("\n") == SEGMENTATION_NOTE  # right under its table
+    assert md.count(SEGMENTATION_NOTE) == 1  # not under the classification table
+    assert SEGMENTATION_NOTE in (out / "leaderboard.html").read_text()
+
+
+SEGMENTATION_NOTE = (
+    "No image_stats row: the image-statistics baseline is one feature vector per image, with nothing "
+    "per pixel to segment, so the suite skips it on segmentation."
+)
