@@ -1,9 +1,10 @@
 """GeoTIFF scenes read by window with rasterio, so a scene is never loaded whole.
 
 Scenes come from the folder index (`rsssl.data.index`): one multi-band file, or one file per
-band whose coarse bands are resampled (bilinear) to the finest grid on every windowed read, so
-a window of the fine grid reads the matching window of each coarse band. Building a scene
-opens no file.
+band whose coarse bands are resampled to the finest grid on every windowed read, so a window of
+the fine grid reads the matching window of each coarse band. Resampling (`data.resampling`) is
+bilinear over a coarse band's valid pixels only (nodata and NaN get no weight, so they never
+blend into data), or nearest. Building a scene opens no file.
 
 Memory does not grow with the folder: each process (a forked DataLoader worker too: GDAL
 handles must not be shared across processes) keeps only the few files it read last open
@@ -12,9 +13,11 @@ reopening costs ~0.6 ms against ~7 ms to decode a tile's block. GDAL's block cac
 at GDAL_CACHE_MB unless the environment sets GDAL_CACHEMAX: GDAL's default (5 % of RAM per
 process) would fill with the blocks of every scene read.
 
-Validity: a pixel holds data when any band differs from the nodata value (and, for float
-pixels, is not NaN). The nodata value is the file's nodata tag, else the `nodata` argument,
-else 0 for unsigned integer pixels (the usual collar of Landsat/Sentinel scenes).
+Validity: a pixel of a file holds data when any of its bands differs from the nodata value
+(and, for float pixels, is not NaN); a pixel of a scene, when every one of its files holds data
+there, each judged at its own resolution (a coarse band's collar pixel makes the fine pixels in
+it invalid). The nodata value is the files' nodata tag, else the `nodata` argument, else 0 for
+unsigned integer pixels (the usual collar of Landsat/Sentinel scenes).
 
 Band names (`rsssl.data.bands`): the files' own names (descriptions, ``_B<n>`` suffixes),
 else those of the band preset, else b1..bN, always canonical (``red``, ``nir``, ...).
@@ -61,6 +64,8 @@ from rsssl.data.scene import DataError, Scene, Window
 MAX_OPEN_FILES = 4  # per process, at least; each open file holds ~8 MB of buffers (512^2-px 4-band blocks)
 GDAL_CACHE_MB = 64
 OVERVIEW_STRIP = 512  # rows per read of a validity overview
+VALIDITY_VERSION = 2  # of the cached validity overviews; 2: every file must hold data
+RESAMPLING = ("bilinear", "nearest")  # data.resampling: how bands coarser than the scene grid are read
 _handles: OrderedDict[tuple[str, int], rasterio.DatasetReader] = OrderedDict()
 _handles_pid: int | None = None
 
@@ -120,6 +125,67 @@ def _validity(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
     return holds.any(axis=0)
 
 
+def _bilinear_taps(positions: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two pixels bilinear weights at each of `positions` along an axis of `size` pixels
+    (pixel i spans [i, i + 1)), as (index, weight); a pixel past the edge weighs 0."""
+    below = np.floor(positions - 0.5).astype(np.int64)
+    fraction = positions - 0.5 - below
+    taps = []
+    for index, weight in ((below, 1.0 - fraction), (below + 1, fraction)):
+        inside = (index >= 0) & (index < size)
+        taps.append((np.clip(index, 0, size - 1), np.where(inside, weight, 0.0)))
+    return taps
+
+
+def masked_bilinear(pixels: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """C x len(rows) x len(cols) float64 values of C x H x W `pixels` at the fractional `rows`
+    and `cols` (pixel i spans [i, i + 1)), bilinear over the neighbours where `valid` (H x W).
+
+    Nodata and NaN never enter a value: their weight is 0 and the others are renormalised. A
+    position in an invalid pixel takes that pixel's value, so the collar stays nodata.
+    """
+    total = np.zeros((len(rows), len(cols)))
+    weighted = np.zeros((pixels.shape[0], len(rows), len(cols)))
+    data = np.where(valid, pixels, 0).astype(np.float64)
+    for row_index, row_weight in _bilinear_taps(rows, pixels.shape[1]):
+        for col_index, col_weight in _bilinear_taps(cols, pixels.shape[2]):
+            weight = np.outer(row_weight, col_weight) * valid[np.ix_(row_index, col_index)]
+            weighted += weight * data[:, row_index][:, :, col_index]
+            total += weight
+    nearest = np.ix_(_nearest(rows, pixels.shape[1]), _nearest(cols, pixels.shape[2]))
+    inside = valid[nearest]  # the pixel a position falls in weighs at least 1/4, so total > 0
+    return np.where(inside, weighted / np.where(inside, total, 1.0), pixels[:, nearest[0], nearest[1]])
+
+
+def _nearest(positions: np.ndarray, size: int) -> np.ndarray:
+    """The pixel each of `positions` falls in, along an axis of `size` pixels."""
+    return np.clip(np.floor(positions).astype(np.int64), 0, size - 1)
+
+
+def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`values` as `dtype`, rounded to the nearest integer for integer pixels."""
+    return (np.rint(values) if dtype.kind in "iu" else values).astype(dtype)
+
+
+def _support(positions: np.ndarray, size: int) -> tuple[int, int]:
+    """The pixels [start, stop) that bilinear weights at `positions` along an axis of `size`."""
+    return max(int(np.floor(positions.min() - 0.5)), 0), min(int(np.floor(positions.max() - 0.5)) + 2, size)
+
+
+def _centres(start: float, length: float, count: int) -> np.ndarray:
+    """Centres of `count` equal cells that split [start, start + length)."""
+    return start + (np.arange(count) + 0.5) * (length / count)
+
+
+def _check_resampling(method: str) -> str:
+    if method not in RESAMPLING:
+        raise DataError(
+            f"data.resampling={method!r} is not a resampling method: choose {' or '.join(RESAMPLING)} "
+            "(how bands coarser than the scene grid are read onto it)"
+        )
+    return method
+
+
 class GeoTiffScene(Scene):
     """One indexed scene at one date, read by window; opens no file until the first read."""
 
@@ -130,8 +196,10 @@ class GeoTiffScene(Scene):
         band_preset: str | None = None,
         date_pattern: str | None = None,
         overview_dir: Path | None = None,
+        resampling: str = "bilinear",
     ) -> None:
         self.record = record
+        self.resampling = _check_resampling(resampling)
         self.name = record.name
         self.height, self.width = record.height, record.width
         self.dtype = np.dtype(record.dtype)
@@ -177,22 +245,22 @@ class GeoTiffScene(Scene):
             selected.transform = transform if self.transform is not None else None
         return selected
 
-    def _read_file(
-        self, number: int, indexes: list[int], window: Window, shape: tuple[int, int], resampling: Resampling
+    def _read(
+        self,
+        info: FileInfo,
+        indexes: list[int],
+        window: RioWindow,
+        shape: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        """Bands `indexes` of file `number` over `window` of the scene grid, as len(indexes) x shape.
-
-        A file on the scene's grid is read as is; a coarser one is read over the matching
-        fractional window, resampled to `shape`.
-        """
-        info = self.record.files[number]
+        """Bands `indexes` of a file over `window` of its pixels (as len(indexes) x `shape`, nearest)."""
+        shape = shape or (round(window.height), round(window.width))
         try:
             return _dataset(info, max(MAX_OPEN_FILES, len(self.record.files))).read(
                 indexes=indexes,
-                window=self._source_window(info, window),
+                window=window,
                 out_shape=(len(indexes), *shape),
                 out_dtype=self.dtype,
-                resampling=resampling,
+                resampling=Resampling.nearest,
             )
         except RasterioError as err:
             cause = err.__cause__ or err
@@ -214,20 +282,42 @@ class GeoTiffScene(Scene):
         height = min(w.height * ge / fe, info.height - row)
         return RioWindow(col, row, width, height)
 
-    def _read_layers(self, window: Window, shape: tuple[int, int], resampling: Resampling) -> np.ndarray:
-        """All bands over `window`, one read per file, as C x shape."""
+    def _files(self) -> dict[int, list[tuple[int, int]]]:
+        """Per file number, the (position in the scene, band index in the file) of its bands."""
         by_file: dict[int, list[tuple[int, int]]] = {}
         for position, (number, index) in enumerate(self.layers):
             by_file.setdefault(number, []).append((position, index))
-        if len(by_file) == 1:
-            ((number, items),) = by_file.items()
-            return self._read_file(number, [i for _, i in items], window, shape, resampling)
-        out = np.empty((len(self.layers), *shape), dtype=self.dtype)
-        for number, items in by_file.items():
-            out[[p for p, _ in items]] = self._read_file(
-                number, [i for _, i in items], window, shape, resampling
-            )
-        return out
+        return by_file
+
+    def _read_file(self, number: int, indexes: list[int], window: Window) -> np.ndarray:
+        """Bands `indexes` of file `number` over `window` of the scene grid, resampled onto it.
+
+        A file on the scene grid is read as is. A coarser one is read with `self.resampling`:
+        nearest, or bilinear over its valid pixels only (`masked_bilinear`), so its nodata and
+        NaN never blend into data.
+        """
+        info = self.record.files[number]
+        source = self._source_window(info, window)
+        shape = (window.height, window.width)
+        if info.transform == self.record.transform or self.resampling == "nearest":
+            return self._read(info, indexes, source, shape)
+        rows = _centres(source.row_off, source.height, shape[0])
+        cols = _centres(source.col_off, source.width, shape[1])
+        row0, row1 = _support(rows, info.height)
+        col0, col1 = _support(cols, info.width)
+        pixels = self._read(info, indexes, RioWindow(col0, row0, col1 - col0, row1 - row0))
+        values = masked_bilinear(pixels, _validity(pixels, self.nodata), rows - row0, cols - col0)
+        return _cast(values, self.dtype)
+
+    def _valid(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
+        """Validity over `window` of the scene grid as `shape` (nearest): a pixel holds data only
+        where every file does at its own resolution (a file: where any of its bands does)."""
+        valid = np.ones(shape, dtype=bool)
+        for number, items in self._files().items():
+            info = self.record.files[number]
+            pixels = self._read(info, [i for _, i in items], self._source_window(info, window), shape)
+            valid &= _validity(pixels, self.nodata)
+        return valid
 
     def _check(self, window: Window) -> None:
         """ValueError for a window that is empty or not fully inside the scene (a caller bug)."""
@@ -243,10 +333,18 @@ class GeoTiffScene(Scene):
         if date != 0:
             raise IndexError(f"scene {self.name!r} has one date; got date index {date}")
         self._check(window)
-        return self._read_layers(window, (window.height, window.width), Resampling.bilinear)
+        files = self._files()
+        if len(files) == 1:
+            ((number, items),) = files.items()
+            return self._read_file(number, [i for _, i in items], window)
+        out = np.empty((len(self.layers), window.height, window.width), dtype=self.dtype)
+        for number, items in files.items():
+            out[[p for p, _ in items]] = self._read_file(number, [i for _, i in items], window)
+        return out
 
     def read_valid(self, window: Window) -> np.ndarray:
-        return _validity(self.read(window), self.nodata)
+        self._check(window)
+        return self._valid(window, (window.height, window.width))
 
     def valid_overview(self, factor: int) -> np.ndarray:
         """Validity on every `factor`-th pixel (nearest), read in strips of rows to keep memory small.
@@ -263,14 +361,12 @@ class GeoTiffScene(Scene):
             parts = []
             for row in range(0, self.height, strip):
                 height = min(strip, self.height - row)
-                window = Window(row, 0, height, self.width)
-                pixels = self._read_layers(window, (-(-height // factor), width), Resampling.nearest)
-                parts.append(_validity(pixels, self.nodata))
+                parts.append(self._valid(Window(row, 0, height, self.width), (-(-height // factor), width)))
             return np.concatenate(parts)
 
         if self.overview_dir is None:
             return compute()
-        key = repr((self.record.paths, self.layers, factor, self.nodata)).encode()
+        key = repr((VALIDITY_VERSION, self.record.paths, self.layers, factor, self.nodata)).encode()
         return cached_array(self.overview_dir / f"{hashlib.sha256(key).hexdigest()[:16]}.npz", compute)
 
 
@@ -289,13 +385,18 @@ def load_geotiff_folder(
     band_preset: str | None = None,
     date_pattern: str | None = None,
     cache_dir: str | Path | None = None,
+    resampling: str = "bilinear",
 ) -> list[GeoTiffScene]:
     """Every scene under `root` (recursive, sorted), checked to share band count and dtype.
 
-    With `cache_dir` the folder's index and validity overviews are cached there.
+    With `cache_dir` the folder's index and validity overviews are cached there. `resampling`
+    (bilinear | nearest) reads bands coarser than a scene's grid.
     """
     index = index_folder(root, cache_dir)
-    scenes = [GeoTiffScene(r, nodata, band_preset, date_pattern, index.overview_dir) for r in index.scenes]
+    scenes = [
+        GeoTiffScene(r, nodata, band_preset, date_pattern, index.overview_dir, resampling)
+        for r in index.scenes
+    ]
     _check_same(
         scenes,
         lambda s: s.num_bands,
@@ -329,6 +430,7 @@ def load_geotiff_folders(
     date_pattern: str | None = None,
     cache_dir: str | Path | None = None,
     bands: Sequence[str] | None = None,
+    resampling: str = "bilinear",
 ) -> list[GeoTiffScene]:
     """The scenes of several folders (named ``<folder>/<scene>`` when there are several).
 
@@ -350,7 +452,7 @@ def load_geotiff_folders(
     )
     scenes: list[GeoTiffScene] = []
     for root, preset, prefix in zip(roots, presets, prefixes):
-        folder = load_geotiff_folder(root, nodata, preset, date_pattern, cache_dir)
+        folder = load_geotiff_folder(root, nodata, preset, date_pattern, cache_dir, resampling)
         for scene in folder:
             if len(roots) > 1:
                 scene.name = f"{prefix}/{scene.name}"

@@ -103,7 +103,8 @@ class GeoTiffSource(Source):
     `date_pattern`: a regular expression whose group 'date' finds each file's date in its name
     (every file must match). `bands`: keep only these bands, matched by canonical name, so
     folders of different sensors share their common bands. `cache_dir`: where the folder index
-    and validity overviews are cached (None: not cached).
+    and validity overviews are cached (None: not cached). `resampling`: bilinear | nearest, how
+    bands coarser than a scene's grid are read onto it.
     """
 
     name = "geotiff"
@@ -116,6 +117,7 @@ class GeoTiffSource(Source):
         date_pattern: str | None = None,
         bands: Sequence[str] | None = None,
         cache_dir: str | None = None,
+        resampling: str = "bilinear",
     ) -> None:
         roots = [root] if isinstance(root, (str, Path)) else list(root)
         if not roots or not all(roots):
@@ -128,13 +130,20 @@ class GeoTiffSource(Source):
         self.date_pattern = date_pattern
         self.bands = list(bands) if bands else None
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.resampling = resampling
 
     def load(self) -> list[Scene]:
         from rsssl.data.geotiff import load_geotiff_folders
 
         return list(
             load_geotiff_folders(
-                self.roots, self.nodata, self.band_preset, self.date_pattern, self.cache_dir, self.bands
+                self.roots,
+                self.nodata,
+                self.band_preset,
+                self.date_pattern,
+                self.cache_dir,
+                self.bands,
+                self.resampling,
             )
         )
 
@@ -147,4 +156,5 @@ class GeoTiffSource(Source):
             "band_preset": self.band_preset,
             "date_pattern": self.date_pattern,
             "bands": self.bands,
+            "resampling": self.resampling,
         }

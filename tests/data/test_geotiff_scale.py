@@ -52,12 +52,18 @@ def test_per_band_files_equal_the_same_data_in_one_multiband_file(tmp_path: Path
         assert getattr(per_band, attribute) == getattr(stacked, attribute), attribute
     assert per_band.bands == tuple(bands) and per_band.dates == ("2020-05-18",)
     full = np.concatenate([rasterio.open(p).read() for p in per_band.paths])
+    # one file holds data where any of its bands does; a scene of per-band files where every band
+    # file does, so the pixel whose band B2 alone is 0 is data only in the multi-band file
+    every_band_valid = expected_valid.copy()
+    every_band_valid[20, 10] = False
     for row, col, height, width in [(0, 0, 48, 40), (3, 7, 20, 11), (30, 25, 18, 15), (47, 39, 1, 1)]:
         window = Window(row, col, height, width)
         tile = per_band.read(window)
         np.testing.assert_array_equal(tile, full[:, row : row + height, col : col + width])
         np.testing.assert_array_equal(tile, stacked.read(window))
-        np.testing.assert_array_equal(per_band.read_valid(window), stacked.read_valid(window))
+        rows, cols = slice(row, row + height), slice(col, col + width)
+        np.testing.assert_array_equal(per_band.read_valid(window), every_band_valid[rows, cols])
+        np.testing.assert_array_equal(stacked.read_valid(window), expected_valid[rows, cols])
     np.testing.assert_array_equal(per_band.valid_overview(4), expected_valid[::4, ::4])
     np.testing.assert_array_equal(per_band.valid_overview(7), stacked.valid_overview(7))
     named = GeoTiffSource(str(tmp_path / "bands"), band_preset="landsat8").load()[0]
