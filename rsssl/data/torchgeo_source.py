@@ -22,9 +22,13 @@ dataset is therefore built as a subclass of the chosen class whose `dtype` is th
 (uint16 travels as int32: torch has little uint16 support), so reads are the native
 uint8/uint16 (float files stay float32) with no float work, and torchgeo resamples with
 nearest neighbour: values are never interpolated, and a coarse query (`valid_overview`) picks
-pixels like the GeoTIFF source's. A pixel holds data when any band differs from the first
-file's nodata value (0 when untagged: torchgeo fills areas without files with it). A
-multi-date scene is valid where every date holds data.
+pixels like the GeoTIFF source's. Files of different dtypes are all read in the widest of
+them (uint8 and uint16 files as uint16; with a float file, float32), with a warning; a file of
+a narrower dtype is opened through a VRT of the wide one, so a mosaic whose first file is
+narrower cannot wrap the others' values. A pixel holds data when any band differs from the
+nodata value of the file read at that date (0 when untagged: torchgeo fills areas without files
+with it); the band files of one index row must share it. A multi-date scene is valid where
+every date holds data.
 
 Workers: scenes share one `TorchGeoReader`, which pickles with its dataset and drops
 torchgeo's cached file handles in a forked worker (an inherited GDAL handle must not be shared
@@ -40,10 +44,13 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -51,12 +58,13 @@ import rasterio
 import torch
 from pyproj import CRS
 from pyproj.exceptions import CRSError
+from rasterio.vrt import WarpedVRT
 from torchgeo.datasets import DatasetNotFoundError, RasterDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from rsssl.data.bands import name_bands
 from rsssl.data.geotiff import _validity
-from rsssl.data.index import file_identity, pixel_dtype
+from rsssl.data.index import differing_values, file_identity, pixel_dtype
 from rsssl.data.scene import DataError, Scene, Window
 from rsssl.data.sources import Source
 from rsssl.data.tiles import TileIndex
@@ -71,6 +79,8 @@ EXAMPLES = "torchgeo.datasets.Sentinel2, torchgeo.datasets.Landsat8 or torchgeo.
 
 Bounds = tuple[float, float, float, float]
 Interval = tuple[pd.Timestamp, pd.Timestamp]
+
+log = logging.getLogger(__name__)
 
 
 def raster_dataset_class(path: str) -> type[RasterDataset]:
@@ -126,14 +136,26 @@ def _not_found(dataset: RasterDataset, paths: list[str]) -> DataError:
 
 @functools.cache
 def native_class(cls: type[RasterDataset]) -> type[RasterDataset]:
-    """`cls` handing pixels over in the dtype its instance's `pixel_dtype` names, not float32."""
+    """`cls` handing pixels over in its instance's `native_dtype` (a numpy dtype), not float32.
+
+    A file of another dtype is opened through a VRT of `native_dtype`: rasterio's mosaic takes
+    its dtype from the first file, which must not be a narrower one."""
 
     def reduce(self: RasterDataset) -> tuple:
         return _rebuild, (cls, self.__dict__)
 
-    return type(
-        cls.__name__, (cls,), {"dtype": property(lambda self: self.pixel_dtype), "__reduce__": reduce}
-    )
+    def load_warp_file(self: RasterDataset, filepath: str) -> rasterio.io.DatasetReader | WarpedVRT:
+        handle = cls._load_warp_file(self, filepath)
+        if np.dtype(handle.dtypes[0]) == self.native_dtype:
+            return handle
+        return WarpedVRT(handle, dtype=self.native_dtype.name)
+
+    members = {
+        "dtype": property(lambda self: TORCH_DTYPES[self.native_dtype]),
+        "_load_warp_file": load_warp_file,
+        "__reduce__": reduce,
+    }
+    return type(cls.__name__, (cls,), members)
 
 
 def _rebuild(cls: type[RasterDataset], state: dict) -> RasterDataset:
@@ -174,20 +196,78 @@ def build_raster_dataset(
     return dataset
 
 
+def read_files(dataset: RasterDataset, filepath: str) -> list[str]:
+    """The files a read of the index row `filepath` opens: itself, or one per band when the
+    bands are separate files (found the way torchgeo finds them)."""
+    if not dataset.separate_files:
+        return [filepath]
+    return [dataset._update_filepath(band, filepath) for band in dataset.bands]
+
+
+class FileHeader(NamedTuple):
+    """What the reader needs of one file: the dtype reads return, nodata, band descriptions."""
+
+    dtype: np.dtype
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+
+
+def read_header(path: str, band_indexes: Sequence[int] | None) -> FileHeader:
+    """The header of the bands `band_indexes` (1-based; all when None) of `path`."""
+    with rasterio.open(path) as src:
+        indexes = band_indexes or range(1, src.count + 1)
+        dtype = pixel_dtype(path, tuple(src.dtypes[i - 1] for i in indexes))
+        return FileHeader(dtype, src.nodata, tuple(src.descriptions[i - 1] for i in indexes))
+
+
+def widest_dtype(dtypes: Iterable[np.dtype]) -> np.dtype:
+    """The dtype that holds every value of all `dtypes` (a warning when they differ: files of
+    different dtypes are usually different products, whose values are on different scales)."""
+    counts = Counter(dtype.name for dtype in dtypes)
+    widest = np.result_type(*counts)
+    if len(counts) > 1:
+        mix = ", ".join(f"{name}: {n} file{'s' * (n > 1)}" for name, n in sorted(counts.items()))
+        log.warning(
+            "the torchgeo files have different dtypes (%s); read as %s: if they are different "
+            "products, their values are on different scales",
+            mix,
+            widest.name,
+        )
+    return widest
+
+
+def row_nodata(filepath: str, nodata: dict[str, float | None]) -> float:
+    """The nodata value of the index row `filepath` read from the files of `nodata` (path ->
+    tag): the tag they share, 0 when untagged (torchgeo's fill)."""
+    values = differing_values((value, [path]) for path, value in nodata.items())
+    if values:
+        raise DataError(
+            f"the band files of {Path(filepath).name} have different nodata values ({values}); "
+            "set one nodata value (gdal_edit.py -a_nodata)"
+        )
+    value = next(iter(nodata.values()))
+    return float(value) if value is not None else 0.0
+
+
 class TorchGeoReader:
-    """Bounding-box queries of one torchgeo dataset as native-dtype arrays; shared by its scenes."""
+    """Bounding-box queries of one torchgeo dataset as native-dtype arrays; shared by its scenes.
+
+    `dtype` is the widest of all files' dtypes; `nodata` maps each index row to its files' nodata.
+    """
 
     def __init__(self, dataset: RasterDataset, band_preset: str | None = None) -> None:
-        """`dataset` from `build_raster_dataset`; its pixel dtype is set here, from its first file."""
+        """`dataset` from `build_raster_dataset`; every file's header is read here, once."""
         self.dataset = dataset
-        first = dataset.index.filepath.iloc[0]
-        with rasterio.open(first) as src:
-            indexes = getattr(dataset, "band_indexes", None) or range(1, src.count + 1)
-            self.dtype = pixel_dtype(first, tuple(src.dtypes[i - 1] for i in indexes))
-            self.nodata = float(src.nodata) if src.nodata is not None else 0.0
-            raw = tuple(dataset.bands) or tuple(src.descriptions[i - 1] for i in indexes)
-        self.bands = name_bands(raw, band_preset, first)
-        dataset.pixel_dtype = TORCH_DTYPES[self.dtype]
+        rows = list(dataset.index.filepath)
+        files = {row: read_files(dataset, row) for row in rows}
+        indexes = getattr(dataset, "band_indexes", None)
+        headers = {path: read_header(path, indexes) for paths in files.values() for path in paths}
+        self.dtype = widest_dtype(header.dtype for header in headers.values())
+        self.nodata = {row: row_nodata(row, {p: headers[p].nodata for p in files[row]}) for row in rows}
+        raw = tuple(dataset.bands) or headers[rows[0]].descriptions
+        self.bands = name_bands(raw, band_preset, rows[0])
+        self.files = tuple(headers)
+        dataset.native_dtype = self.dtype
         self._pid = os.getpid()
 
     def query(self, bounds: Bounds, res: tuple[float, float], interval: Interval) -> np.ndarray:
@@ -209,8 +289,14 @@ class TorchGeoScene(Scene):
     """One footprint of a torchgeo dataset on its grid, at one or more index time intervals."""
 
     def __init__(
-        self, reader: TorchGeoReader, name: str, bounds: Bounds, intervals: Sequence[Interval]
+        self,
+        reader: TorchGeoReader,
+        name: str,
+        bounds: Bounds,
+        intervals: Sequence[Interval],
+        nodata: Sequence[float],
     ) -> None:
+        """`nodata`: per interval, the nodata value of the file read then."""
         dataset = reader.dataset
         self.reader = reader
         self.name = name
@@ -222,6 +308,7 @@ class TorchGeoScene(Scene):
         self.bands = reader.bands
         self.dtype = reader.dtype
         self.intervals = tuple(intervals)
+        self.nodata = tuple(nodata)
         self.dates = tuple(_iso(i) for i in self.intervals)
         self.transform = (self.res[0], 0.0, self.left, 0.0, -self.res[1], self.top)
         self.crs = dataset.crs.to_string()
@@ -249,10 +336,10 @@ class TorchGeoScene(Scene):
         return self._valid(lambda date: self._query(whole, shape, date))
 
     def _valid(self, read: Callable[[int], np.ndarray]) -> np.ndarray:
-        """Where every date holds data."""
-        valid = _validity(read(0), self.reader.nodata)
+        """Where every date holds data (each date judged by its own file's nodata)."""
+        valid = _validity(read(0), self.nodata[0])
         for date in range(1, len(self.dates)):
-            valid &= _validity(read(date), self.reader.nodata)
+            valid &= _validity(read(date), self.nodata[date])
         return valid
 
 
@@ -270,10 +357,14 @@ def index_scenes(reader: TorchGeoReader, group_dates: bool = True) -> list[Torch
     scenes = []
     for key in sorted(groups):
         rows = groups[key]
-        intervals = sorted({(index.index[r].left, index.index[r].right) for r in rows})
-        first = rows[0]
-        name = Path(index.filepath.iloc[first]).stem
-        scenes.append(TorchGeoScene(reader, name, index.geometry.iloc[first].bounds, intervals))
+        first_row: dict[Interval, int] = {}  # a date's first file: torchgeo fills with its nodata
+        for row in rows:
+            first_row.setdefault((index.index[row].left, index.index[row].right), row)
+        intervals = sorted(first_row)
+        nodata = [reader.nodata[index.filepath.iloc[first_row[i]]] for i in intervals]
+        name = Path(index.filepath.iloc[rows[0]]).stem
+        bounds = index.geometry.iloc[rows[0]].bounds
+        scenes.append(TorchGeoScene(reader, name, bounds, intervals, nodata))
     return scenes
 
 
@@ -335,7 +426,7 @@ class TorchGeoSource(Source):
         dataset = self.reader.dataset
         return {
             "torchgeo": self.dataset_class,
-            "files": [file_identity(Path(p)) for p in dataset.index.filepath],
+            "files": [file_identity(Path(p)) for p in self.reader.files],
             "bands": list(self.reader.bands),
             "res": list(dataset.res),
             "crs": dataset.crs.to_string(),

@@ -8,7 +8,9 @@ RasterDataset.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -23,6 +25,7 @@ from torchgeo.samplers import GridGeoSampler
 from rsssl.cli.pretrain import main
 from rsssl.data.datamodule import RSDataModule
 from rsssl.data.scene import DataError, Window
+from rsssl.data.stats import stats_fingerprint
 from rsssl.data.tiles import TileDataset
 from rsssl.data.torchgeo_source import TorchGeoScene, TorchGeoSource, torchgeo_tile_index
 from tests.data.test_geotiff_source import write_tif
@@ -141,6 +144,79 @@ def test_nodata_tag_marks_invalid_pixels(tmp_path: Path) -> None:
     expected[:, :10] = False
     np.testing.assert_array_equal(scene.read_valid(Window(0, 0, HEIGHT, WIDTH)), expected)
     np.testing.assert_array_equal(scene.valid_overview(5), expected[2::5, 2::5])
+
+
+def plain(root: Path, name: str, pixels: np.ndarray, x: float, nodata: float | None = None) -> Path:
+    """A multi-band file of a plain RasterDataset, 5 m pixels, its left edge at `x`."""
+    transform = Affine(5.0, 0.0, x, 0.0, -5.0, 4_100_000.0)
+    return write_tif(root / name, pixels, transform=transform, nodata=nodata)
+
+
+def test_files_of_different_dtypes_are_read_in_the_widest(tmp_path: Path, caplog) -> None:
+    """A uint8 first file must not wrap a later uint16 file (values up to 60000)."""
+    narrow, wide = pixels(3, seed=1, dtype=np.uint8), pixels(3, seed=2, dtype=np.uint16)
+    plain(tmp_path, "a.tif", narrow, 600_000.0)
+    plain(tmp_path, "b.tif", wide, 601_000.0)  # 800 m right of a's edge: no overlap
+    with caplog.at_level(logging.WARNING):
+        scene_a, scene_b = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif").load()
+    whole = Window(0, 0, HEIGHT, WIDTH)
+    np.testing.assert_array_equal(scene_b.read(whole), wide)
+    np.testing.assert_array_equal(scene_a.read(whole), narrow.astype(np.uint16))
+    assert scene_a.dtype == scene_b.dtype == np.uint16
+    assert "different dtypes (uint16: 1 file, uint8: 1 file); read as uint16" in caplog.text
+
+
+def test_overlapping_files_of_different_dtypes_mosaic_in_the_widest(tmp_path: Path) -> None:
+    """b overlaps a's right half; torchgeo mosaics them, the first file (a) winning the overlap."""
+    narrow, wide = pixels(3, seed=1, dtype=np.uint8), pixels(3, seed=2, dtype=np.uint16)
+    plain(tmp_path, "a.tif", narrow, 600_000.0)
+    plain(tmp_path, "b.tif", wide, 600_000.0 + 5.0 * WIDTH / 2)
+    _, scene_b = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif").load()
+    half = WIDTH // 2
+    expected = np.concatenate([narrow[:, :, half:].astype(np.uint16), wide[:, :, half:]], axis=2)
+    np.testing.assert_array_equal(scene_b.read(Window(0, 0, HEIGHT, WIDTH)), expected)
+
+
+def test_nodata_is_each_files_own(tmp_path: Path) -> None:
+    """One footprint at two dates: the first file tags 255 (and has none), the second tags 0 and
+    has a zero collar on its 10 left columns and a pixel of 255 in every band, which is data."""
+    first = pixels(2, seed=4, dtype=np.uint8)
+    second = pixels(2, seed=5, dtype=np.uint8)
+    second[:, :, :10] = 0
+    second[:, 30, 20] = 255
+    plain(tmp_path, "field_20210601.tif", first, 600_000.0, nodata=255)
+    plain(tmp_path, "field_20210901.tif", second, 600_000.0, nodata=0)
+    source = TorchGeoSource(
+        "RasterDataset", str(tmp_path), filename_glob="*.tif", filename_regex=r"field_(?P<date>\d{8})\.tif"
+    )
+    (scene,) = source.load()
+    assert scene.dates == ("2021-06-01", "2021-09-01")
+    expected = np.ones((HEIGHT, WIDTH), bool)
+    expected[:, :10] = False
+    np.testing.assert_array_equal(scene.read_valid(Window(0, 0, HEIGHT, WIDTH)), expected)
+    np.testing.assert_array_equal(scene.valid_overview(5), expected[2::5, 2::5])
+
+
+def test_band_files_of_one_scene_with_different_nodata_are_refused(s2_dir: Path) -> None:
+    path = s2_dir / "T18SVJ_20200301T103021_B08.tif"
+    with rasterio.open(path, "r+") as ds:
+        ds.nodata = 0
+    with pytest.raises(
+        DataError,
+        match=r"band files of T18SVJ_20200301T103021_B04\.tif have different nodata values "
+        r"\(None: .*_B04\.tif, .*_B03\.tif, .*_B02\.tif; 0\.0: .*_B08\.tif\); set one nodata value",
+    ):
+        TorchGeoSource(S2, str(s2_dir), bands=S2_BANDS).load()
+
+
+def test_statistics_fingerprint_covers_every_band_file(s2_dir: Path) -> None:
+    source = TorchGeoSource(S2, str(s2_dir), bands=S2_BANDS)
+    described = source.describe()
+    assert sorted(f["path"] for f in described["files"]) == sorted(str(p) for p in s2_dir.glob("*.tif"))
+    os.utime(s2_dir / "T18SVJ_20200301T103021_B08.tif", ns=(0, 10**18))  # rewritten, say
+    assert stats_fingerprint(TorchGeoSource(S2, str(s2_dir), bands=S2_BANDS).describe()) != (
+        stats_fingerprint(described)
+    )
 
 
 def _read_in_child(scene: TorchGeoScene, window: Window, queue: multiprocessing.Queue) -> None:
