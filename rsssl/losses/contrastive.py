@@ -24,13 +24,19 @@ def _full_precision(z: Tensor) -> torch.autocast:
 
 
 def info_nce_logits(
-    query: Tensor, key: Tensor, queue: Tensor | None = None, temperature: float = 0.2
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor | None = None,
+    temperature: float = 0.2,
+    exclude: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """InfoNCE logits and the index of each row's positive.
 
     With a queue (K×D, already normalised): logits are B×(1+K), column 0 = q·k⁺, the rest q·queue,
     targets all 0 (MoCo). Without a queue: logits are B×B = q·kᵀ, the other keys of the batch are
-    the negatives and the diagonal holds the positives (targets = arange(B)).
+    the negatives and the diagonal holds the positives (targets = arange(B)). `exclude` (B×K
+    bool, queue only) removes queue entries from a row's negatives (logit −inf): MoCo masks
+    stale keys of the query's own sample with it.
     """
     with _full_precision(query):
         q, k = _normalise_pair(query, key)
@@ -39,16 +45,25 @@ def info_nce_logits(
             targets = torch.arange(q.shape[0], device=q.device)
         else:
             positive = (q * k).sum(dim=1, keepdim=True)
-            logits = torch.cat([positive, q @ queue.to(q.dtype).T], dim=1)
+            negatives = q @ queue.to(q.dtype).T
+            if exclude is not None:
+                negatives = negatives.masked_fill(exclude, float("-inf"))
+            logits = torch.cat([positive, negatives], dim=1)
             targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return logits / temperature, targets
 
 
-def info_nce(query: Tensor, key: Tensor, queue: Tensor | None = None, temperature: float = 0.2) -> Tensor:
+def info_nce(
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor | None = None,
+    temperature: float = 0.2,
+    exclude: Tensor | None = None,
+) -> Tensor:
     """InfoNCE: cross-entropy over [positive, negatives] logits, mean over the batch (see
-    `info_nce_logits` for where the negatives come from). The key is not detached here: a
-    momentum encoder computes it under no_grad."""
-    logits, targets = info_nce_logits(query, key, queue, temperature)
+    `info_nce_logits` for where the negatives come from and what `exclude` masks). The key
+    is not detached here: a momentum encoder computes it under no_grad."""
+    logits, targets = info_nce_logits(query, key, queue, temperature, exclude)
     return F.cross_entropy(logits, targets)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from rsssl.data.views import ViewMaker, preset
@@ -48,6 +49,11 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return cosine_ramp(1.0, 0.0, (step - warmup) / max(1, total - warmup))
+
+
+def scaled_lr(lr_per_256: float, global_batch: int) -> float:
+    """The linear scaling rule: a base LR stated per 256 images, for the images of one optimiser step."""
+    return lr_per_256 * global_batch / 256
 
 
 @torch.no_grad()
@@ -103,6 +109,7 @@ class SSLMethod(L.LightningModule):
         self.ema_cfg = {"base": 0.999, "final": 0.999}
         self.ema_cfg.update(ema or {})
         self.current_momentum = float(self.ema_cfg["base"])
+        self._step_before_batch = 0
         self.probe_lr = probe_lr
         self.batch_size = batch_size
 
@@ -137,13 +144,18 @@ class SSLMethod(L.LightningModule):
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False)
         return loss if loss.requires_grad else None  # nothing to learn in this batch (unlabelled baseline)
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_before_batch = self.global_step
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        """EMA of the momentum pairs once per optimiser step (not per accumulated micro-batch),
+        with the momentum following optimiser steps from `ema.base` to `ema.final`."""
         pairs = self.momentum_pairs
-        if not pairs:
+        if not pairs or self.global_step == self._step_before_batch:  # no optimiser step in this batch
             return
         total = max(1, self.trainer.estimated_stepping_batches)
         self.current_momentum = cosine_ramp(
-            self.ema_cfg["base"], self.ema_cfg["final"], self.global_step / total
+            self.ema_cfg["base"], self.ema_cfg["final"], (self.global_step - 1) / total
         )
         for online, target in pairs:
             ema_update(online, target, self.current_momentum)
@@ -159,11 +171,20 @@ class SSLMethod(L.LightningModule):
     def probe_parameters(self) -> list[nn.Parameter]:
         return list(self.probe.parameters()) if self.probe is not None else []
 
+    @property
+    def global_batch_size(self) -> int:
+        """Images per optimiser step: per-process batch x processes x accumulated micro-batches."""
+        trainer = self.trainer
+        return self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
     def configure_optimizers(self):
         cfg = self.optimizer_cfg
         probe_ids = {id(p) for p in self.probe_parameters()}
         trained = [p for p in self.parameters() if p.requires_grad and id(p) not in probe_ids]
-        lr = cfg["lr"] * self.batch_size / 256  # linear scaling rule, base lr given for batch 256
+        lr = scaled_lr(cfg["lr"], self.global_batch_size)
+        rank_zero_info(
+            f"learning rate {lr:.6g} = {cfg['lr']} per 256 images x global batch {self.global_batch_size}"
+        )
         groups = [{"params": trained, "lr": lr, "weight_decay": cfg["weight_decay"]}]
         if probe_ids:
             groups.append({"params": self.probe_parameters(), "lr": self.probe_lr, "weight_decay": 0.0})

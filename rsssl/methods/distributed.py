@@ -51,15 +51,48 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(tensor)
 
 
+def balanced_order(
+    total: int, groups: int, strided: bool, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """A random permutation of `total` samples in which every group draws evenly from every group.
+
+    Positions form `groups` equal groups: position p is in group p % groups (`strided`, the
+    layout of `SplitBatchNorm`) or p // (total / groups) (blocks: one block per process).
+    After `x[order]`, group h holds total / groups**2 samples of each original group (as
+    evenly as the sizes allow), so a key is never normalised with its query's group of samples.
+    """
+    if groups < 1 or total % groups:
+        raise ValueError(f"a batch of {total} does not split into {groups} equal groups")
+    per = total // groups
+    if strided:
+        positions = (
+            torch.arange(per, device=device)[None, :] * groups + torch.arange(groups, device=device)[:, None]
+        )
+    else:
+        positions = torch.arange(total, device=device).view(groups, per)
+    shuffled_rows = positions.gather(1, torch.argsort(torch.rand(groups, per, device=device), dim=1))
+    cycling = shuffled_rows.T.reshape(groups, per)  # row h takes its turn from every group in a cycle
+    order = torch.empty(total, dtype=torch.long, device=device)
+    order[positions.reshape(-1)] = cycling.reshape(-1)
+    return order
+
+
 @torch.no_grad()
-def batch_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffle samples across all processes (per-sample within one); returns the local part
-    and the index that undoes it. Keeps BatchNorm from seeing which keys are positives."""
+def batch_shuffle(x: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle the key batch for shuffle-BN; returns the local part and the index that undoes it.
+
+    Under DDP the samples of all processes are dealt evenly over the processes (the key
+    encoder's BatchNorm is per process); on one process they are dealt over `groups` strided
+    BatchNorm groups (`SplitBatchNorm`). Either way no key shares its BatchNorm statistics
+    with its query's group of samples.
+    """
     rank, size = world()
     gathered = gather_no_grad(x)
-    order = torch.randperm(gathered.shape[0], device=x.device)
     if size > 1:
+        order = balanced_order(gathered.shape[0], size, strided=False, device=x.device)
         dist.broadcast(order, src=0)
+    else:
+        order = balanced_order(gathered.shape[0], groups, strided=True, device=x.device)
     undo = torch.argsort(order)
     local = order.view(size, -1)[rank]
     return gathered[local], undo

@@ -8,7 +8,7 @@ px or m). Both get independent flips and 90° rotations only, no colour or crop.
 Defaults from the official code (jiankang1991/SauMoCo, seed-methods.md §1): one linear layer
 to 128-d (no MLP), temperature 0.07, EMA momentum 0.999, SGD lr 1e-3 for batch 256 (scaled
 linearly by the base), Nesterov momentum 0.9, weight decay 1e-4, queue = the whole data set
-(here clipped to training tiles minus one batch by `MoCo.setup`), D = 100 px. Deviations:
+(a query's own stale keys are masked by `MoCo`), D = 100 px. Deviations:
 the queue starts L2-normalised (the official one is uniform in ±sqrt(3/d), unnormalised),
 and the schedule is the base's cosine instead of StepLR(30 epochs, gamma 0.5).
 """

@@ -291,6 +291,7 @@ def test_pretrain_cli_runs_on_a_torchgeo_dataset(s2_dir: Path, tmp_path: Path, m
             "data.dataset_bands=[B04,B03,B02,B08]",
             "data.num_workers=0",
             "data.batch_size=4",
+            "method.bn_groups=2",  # split-BN groups of 2 samples
             "data.tile_size=32",
             f"runs_dir={runs}",
             f"data.stats_cache_dir={tmp_path / 'cache'}",

@@ -19,7 +19,7 @@ def _dot(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-def reference_info_nce(query, key, queue, temperature) -> float:
+def reference_info_nce(query, key, queue, temperature, exclude=None) -> float:
     q, k = _unit_rows(query), _unit_rows(key)
     total = 0.0
     for i in range(len(q)):
@@ -27,7 +27,11 @@ def reference_info_nce(query, key, queue, temperature) -> float:
         if queue is None:
             negatives = [math.exp(_dot(q[i], k[j]) / temperature) for j in range(len(k)) if j != i]
         else:
-            negatives = [math.exp(_dot(q[i], n) / temperature) for n in queue.tolist()]
+            negatives = [
+                math.exp(_dot(q[i], n) / temperature)
+                for j, n in enumerate(queue.tolist())
+                if exclude is None or not exclude[i][j]
+            ]
         total += -math.log(positive / (positive + sum(negatives)))
     return total / len(q)
 
@@ -61,6 +65,21 @@ def test_info_nce_matches_reference(batch, dim, temperature, queue_size):
     loss = info_nce(query, key, queue, temperature)
     assert loss.dtype == torch.float64
     assert loss.item() == pytest.approx(reference_info_nce(query, key, queue, temperature), abs=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.2])
+def test_info_nce_excluded_queue_entries_are_neither_positive_nor_negative(temperature):
+    """MoCo masks a query's own stale keys: the loss is the reference over the remaining negatives."""
+    torch.manual_seed(3)
+    query, key = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 8, dtype=torch.float64)
+    queue = torch.nn.functional.normalize(torch.randn(6, 8, dtype=torch.float64), dim=1)
+    exclude = torch.zeros(4, 6, dtype=torch.bool)
+    exclude[0, [1, 4]] = True
+    exclude[2, 0] = True
+    loss = info_nce(query, key, queue, temperature, exclude=exclude)
+    expected = reference_info_nce(query, key, queue, temperature, exclude.tolist())
+    assert loss.item() == pytest.approx(expected, abs=1e-9)
+    assert loss.item() != pytest.approx(reference_info_nce(query, key, queue, temperature), abs=1e-6)
 
 
 @pytest.mark.parametrize("batch,dim", [(2, 3), (5, 8), (9, 16)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -41,7 +42,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         proj_dim=4,
     )
     keys = torch.nn.functional.normalize(torch.randn(BATCH, 4), dim=1)
-    moco.enqueue(keys)
+    index = torch.arange(BATCH) + 100 * rank
+    moco.enqueue(keys, index)
     torch.save(
         {
             "gathered": gathered,
@@ -50,6 +52,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             "restored": restored,
             "local": local,
             "queue": moco.queue,
+            "queue_index": moco.queue_index,
             "ptr": moco.queue_ptr,
             "keys": keys,
         },
@@ -71,7 +74,62 @@ def test_gathers_shuffle_and_queue_across_two_processes(tmp_path):
     shuffled = torch.cat([o["shuffled"] for o in out])
     assert sorted(shuffled.squeeze(1).tolist()) == sorted(expected.squeeze(1).tolist())
     assert not torch.equal(shuffled, expected)  # samples really moved across the processes
+    for o in out:  # each process's key batch (its BatchNorm group) holds half of each process's samples
+        origin = (o["shuffled"].squeeze(1) // 10).long()
+        assert sorted(origin.tolist()) == [0, 0, 1, 1]
     all_keys = torch.cat([o["keys"] for o in out])
     for o in out:  # every process enqueued the keys of both, in rank order, and the pointer moved by both
         assert int(o["ptr"]) == WORLD * BATCH
         torch.testing.assert_close(o["queue"][: WORLD * BATCH], all_keys)
+        assert o["queue_index"][: WORLD * BATCH].tolist() == [*range(BATCH), *range(100, 100 + BATCH)]
+        assert (o["queue_index"][WORLD * BATCH :] == -1).all()
+
+
+def _simclr(seed: int = 0):
+    """A tiny SimCLR in eval mode (BatchNorm per sample, from running statistics)."""
+    from rsssl.methods.simclr import SimCLR
+
+    torch.manual_seed(seed)
+    return SimCLR(
+        backbone={"name": "test_resnet"},
+        in_chans=3,
+        bands=["red", "green", "blue"],
+        proj_hidden_dim=8,
+        proj_dim=4,
+        temperature=0.5,
+    ).eval()
+
+
+def _simclr_loss_and_grads(simclr, images: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
+    """Loss and parameter gradients of one SimCLR step; the views are the images and their mirror."""
+    calls = iter((False, True))
+    simclr.views = lambda x: x.flip(-1) if next(calls) else x  # noqa: E731
+    loss = simclr.pretext_step({"image": images}).loss
+    loss.backward()
+    return float(loss.detach()), [p.grad.clone() for p in simclr.parameters() if p.grad is not None]
+
+
+def _simclr_worker(rank: int, init_file: str, out_dir: str, images: torch.Tensor) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    loss, grads = _simclr_loss_and_grads(_simclr(), images[rank * BATCH : (rank + 1) * BATCH])
+    for grad in grads:  # what DDP does to the gradients: the mean over processes
+        dist.all_reduce(grad)
+        grad /= WORLD
+    torch.save({"loss": loss, "grads": grads}, os.path.join(out_dir, f"simclr{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_simclr_negatives_come_from_the_global_batch(tmp_path):
+    """Two processes with half the batch each give the loss and gradients of one process with all of it."""
+    torch.manual_seed(3)
+    images = torch.randn(WORLD * BATCH, 3, 32, 32)
+    mp.spawn(_simclr_worker, args=(str(tmp_path / "init"), str(tmp_path), images), nprocs=WORLD, join=True)
+    loss, grads = _simclr_loss_and_grads(_simclr(), images)
+    local_only, _ = _simclr_loss_and_grads(_simclr(), images[:BATCH])
+    for rank in range(WORLD):
+        out = torch.load(tmp_path / f"simclr{rank}.pt")
+        assert out["loss"] == pytest.approx(loss, rel=1e-5)
+        assert len(out["grads"]) == len(grads)
+        for theirs, ours in zip(out["grads"], grads, strict=True):
+            torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-6)
+    assert abs(local_only - loss) > 1e-3  # the global batch really changed the negatives
