@@ -5,16 +5,20 @@ matched by exact name: the common name of the band when it is known (``red``, ``
 ``swir16``: the STAC ``eo`` common names, lower case), else the name as given. So Landsat-8
 ``B4``, Sentinel-2 ``B04`` and an RGB file's ``Red`` are all ``red``.
 
-A sensor name such as ``B5`` is only mapped through a preset, because it means different bands
-on different sensors (Landsat-8 ``B5`` is NIR, Sentinel-2 ``B5`` is red edge). Sentinel-2's
-zero-padded names (``B05``, ``B8A``) are unambiguous and map without one.
+A sensor's band number such as ``B5`` means different bands on different sensors (Landsat-8
+``B5`` is NIR, Sentinel-2 ``B5`` is red edge; Landsat-8 ``B10`` is thermal, Sentinel-2 ``B10``
+is cirrus), so it is only mapped through the sensor: the preset's (every band of its sensor,
+so ``landsat8_sr`` names a ``ST_B10`` file too), else the one the file names identify
+(`sensor_preset`: Landsat 8/9 product ids ``LC08_...``, Sentinel-2 tile ids ``T33UUP_...``),
+never another sensor's. Only Sentinel-2's zero-padded ``B01``..``B09`` and ``B8A`` are
+unambiguous and map without one.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rsssl.data.scene import DataError
@@ -98,8 +102,13 @@ COMMON_WAVELENGTHS = {b.common: b.wavelength for b in SENTINEL2 + LANDSAT8[7:]}
 ALIASES = {
     **{common: common for common in COMMON_WAVELENGTHS},
     **SYNONYMS,
-    **{b.name.lower(): b.common for b in SENTINEL2},
+    **{b.name.lower(): b.common for b in SENTINEL2 if re.fullmatch(r"B0\d|B8A", b.name)},
 }
+# File names that identify a sensor, and so what its band numbers mean: its full preset.
+SENSOR_FILE_NAMES = (
+    (re.compile(r"^L[COT]0[89]_"), "landsat8"),  # Landsat 8/9 product ids (OLI+TIRS, OLI, TIRS)
+    (re.compile(r"^(T\d{2}[A-Z]{3}|S2[A-D])_"), "sentinel2"),  # Sentinel-2 tile ids, product names
+)
 
 
 def _key(name: str) -> str:
@@ -119,11 +128,28 @@ def preset_bands(preset: str) -> tuple[Band, ...]:
     return PRESETS[preset]
 
 
+def _sensor_bands(preset: str) -> tuple[Band, ...]:
+    """Every band of the sensor a preset selects from (Landsat-8, Sentinel-2); a generic preset's own."""
+    bands = preset_bands(preset)
+    return next((sensor for sensor in (LANDSAT8, SENTINEL2) if set(bands) <= set(sensor)), bands)
+
+
+def sensor_preset(file_names: Iterable[str]) -> str | None:
+    """The full preset of the sensor all `file_names` identify (``landsat8``, ``sentinel2``);
+    None when they identify none, or different ones."""
+    sensors = {
+        next((preset for pattern, preset in SENSOR_FILE_NAMES if pattern.match(name)), None)
+        for name in file_names
+    }
+    return sensors.pop() if len(sensors) == 1 else None
+
+
 def canonical_band_name(name: str, preset: str | None = None) -> str:
-    """The common name of band `name` (a sensor's name through `preset`), else `name` unchanged."""
+    """The common name of band `name`: a band of the preset's sensor (by its name, zero padding
+    optional), else an unambiguous name (`ALIASES`), else `name` unchanged."""
     key = _key(name)
     if preset is not None:
-        for band in preset_bands(preset):
+        for band in _sensor_bands(preset):
             if _unpadded(_key(band.name)) == _unpadded(key):
                 return band.common
     return ALIASES.get(key, name)
@@ -140,11 +166,14 @@ def band_wavelength(name: str, preset: str | None = None) -> float | None:
     return float(wavelength) if wavelength is not None else None
 
 
-def name_bands(raw: Sequence[str | None], preset: str | None, where: str) -> tuple[str, ...]:
+def name_bands(
+    raw: Sequence[str | None], preset: str | None, where: str, sensor: str | None = None
+) -> tuple[str, ...]:
     """Canonical band names of a raster from its own names (None = unnamed band).
 
-    Names the raster carries for every band win; else the preset names the bands by position;
-    else unnamed bands are b1..bN.
+    Names the raster carries for every band win (a sensor's band numbers read through `preset`,
+    else through `sensor`, the preset its file names identify); else the preset names the bands
+    by position; else unnamed bands are b1..bN.
     """
     if preset is not None and not all(raw):
         bands = preset_bands(preset)
@@ -157,7 +186,8 @@ def name_bands(raw: Sequence[str | None], preset: str | None, where: str) -> tup
             )
         names = tuple(b.common for b in bands)
     else:
-        names = tuple(canonical_band_name(n, preset) if n else f"b{i + 1}" for i, n in enumerate(raw))
+        naming = preset or sensor
+        names = tuple(canonical_band_name(n, naming) if n else f"b{i + 1}" for i, n in enumerate(raw))
     repeated = [n for n, count in Counter(names).items() if count > 1]
     if repeated:
         raise DataError(

@@ -20,7 +20,9 @@ it invalid). The nodata value is the files' nodata tag, else the `nodata` argume
 unsigned integer pixels (the usual collar of Landsat/Sentinel scenes).
 
 Band names (`rsssl.data.bands`): the files' own names (descriptions, ``_B<n>`` suffixes),
-else those of the band preset, else b1..bN, always canonical (``red``, ``nir``, ...).
+else those of the band preset, else b1..bN, always canonical (``red``, ``nir``, ...). Band
+numbers are read through the preset, else through the sensor the file names identify
+(``LC08_...``, ``T33UUP_...``); of an unknown sensor they stay as written.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from rasterio.env import set_gdal_config
 from rasterio.errors import RasterioError
 from rasterio.windows import Window as RioWindow
 
-from rsssl.data.bands import band_positions, name_bands
+from rsssl.data.bands import band_positions, name_bands, sensor_preset
 from rsssl.data.index import (
     IDENTITY,
     FileInfo,
@@ -212,7 +214,9 @@ class GeoTiffScene(Scene):
             nodata = 0
         self.nodata = float(nodata) if nodata is not None else None
         where = f"scene {record.name!r} ({listing(list(record.paths))})"
-        self.bands = name_bands(record.band_names, band_preset, where)
+        sensor = sensor_preset(Path(path).name for path in record.paths)
+        self.bands = name_bands(record.band_names, band_preset, where, sensor)
+        self.naming = band_preset or sensor  # reads band numbers such as B4 in data.bands
         self.layers = record.layers
         self.dates = (_scene_date(record, date_pattern),)
         self.overview_dir = overview_dir
@@ -458,7 +462,7 @@ def load_geotiff_folders(
                 scene.name = f"{prefix}/{scene.name}"
             if bands:
                 where = f"scene {scene.name!r} ({listing(list(scene.paths))})"
-                scene = scene.select(band_positions(scene.bands, bands, preset, where), bands)
+                scene = scene.select(band_positions(scene.bands, bands, scene.naming, where), bands)
             scenes.append(scene)
     _check_georeference(scenes)
     dtype = np.result_type(*{s.dtype for s in scenes})

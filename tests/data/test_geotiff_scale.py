@@ -50,7 +50,8 @@ def test_per_band_files_equal_the_same_data_in_one_multiband_file(tmp_path: Path
     assert len(per_band.paths) == 4 and len(stacked.paths) == 1
     for attribute in ("bands", "height", "width", "dtype", "transform", "crs", "nodata", "dates"):
         assert getattr(per_band, attribute) == getattr(stacked, attribute), attribute
-    assert per_band.bands == tuple(bands) and per_band.dates == ("2020-05-18",)
+    # the LC08_ product id names Landsat-8's band numbers, with no preset
+    assert per_band.bands == ("blue", "green", "red", "nir") and per_band.dates == ("2020-05-18",)
     full = np.concatenate([rasterio.open(p).read() for p in per_band.paths])
     # one file holds data where any of its bands does; a scene of per-band files where every band
     # file does, so the pixel whose band B2 alone is 0 is data only in the multi-band file
