@@ -68,6 +68,7 @@ def synthetic_classification(
     size: int = 512,
     seed: int = 0,
     num_dates: int = 3,
+    bands: Sequence[str] | None = None,
 ) -> EvalDataset:
     """Tiles of synthetic land-cover scenes labelled with their majority class (date 0 only).
 
@@ -75,19 +76,24 @@ def synthetic_classification(
     scenes `data=synthetic` pretrains on when called with the same arguments (its defaults match
     these); test tiles come from scenes of seed + SYNTHETIC_TEST_SEED_OFFSET, which neither
     pretraining nor its probe validation (seed + 100_003) ever sees. `num_dates` only has to
-    match pretraining's so the generated pixels are identical.
+    match pretraining's so the generated pixels are identical. `bands` (`data.bands`) selects
+    bands by name, in that order.
     """
     settings = dict(size=size, num_bands=num_bands, num_classes=num_classes, num_dates=num_dates)
     train, scene = _synthetic_split(seed, train_scenes, tile_size, **settings)
     test, _ = _synthetic_split(seed + SYNTHETIC_TEST_SEED_OFFSET, test_scenes, tile_size, **settings)
-    return EvalDataset(
-        name="synthetic",
-        task="classification",
-        bands=scene.bands,
-        class_names=scene.class_names or (),
-        train=train,
-        test=test,
-    ).check()
+    return (
+        EvalDataset(
+            name="synthetic",
+            task="classification",
+            bands=scene.bands,
+            class_names=scene.class_names or (),
+            train=train,
+            test=test,
+        )
+        .check()
+        .select_bands(bands)
+    )
 
 
 # --- image folders ----------------------------------------------------------------------------
@@ -184,6 +190,7 @@ def image_folder(
     image_size: int | tuple[int, int] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    band_names: Sequence[str] | None = None,
     bands: Sequence[str] | None = None,
 ) -> EvalDataset:
     """A classification set from a folder with one sub-folder per class (EuroSAT / UC Merced layout).
@@ -192,8 +199,9 @@ def image_folder(
     the same band count and pixel type. Images not of `image_size` (default: the most common
     size, logged when some differ) are area-resized once on load. The train/test split is
     stratified and seeded (`test_fraction` of each class, at least one image to test and one to
-    train when the class has two). Class names are the sorted folder names. `bands` names the
-    bands (default: the tif band descriptions, red/green/blue for RGB images, else b1..bN).
+    train when the class has two). Class names are the sorted folder names. `band_names` names
+    the bands (default: the tif band descriptions, red/green/blue for RGB images, else b1..bN);
+    `bands` (`data.bands`) then selects bands by name, in that order.
     """
     root = Path(root).expanduser()
     classes, files = _class_files(root)
@@ -239,18 +247,25 @@ def image_folder(
             raise DataError(f"cannot read image {path} ({error}): replace or remove the file") from error
         images[i] = pixels if pixels.shape[1:] == target else _resize(pixels, target)
 
-    names = tuple(bands) if bands is not None else _default_band_names(headers, num_bands)
+    names = tuple(band_names) if band_names is not None else _default_band_names(headers, num_bands)
     if len(names) != num_bands:
-        raise DataError(f"bands names {len(names)} bands but the images in {root} have {num_bands}")
+        raise DataError(
+            f"band_names names {len(names)} bands but the images in {root} have {num_bands}: "
+            "give one name per band"
+        )
     train_idx, test_idx = (i.numpy() for i in split_train_val(labels, test_fraction, seed))
-    return EvalDataset(
-        name=root.name,
-        task="classification",
-        bands=names,
-        class_names=tuple(classes),
-        train=EvalSplit(images[train_idx], labels[train_idx]),
-        test=EvalSplit(images[test_idx], labels[test_idx]),
-    ).check()
+    return (
+        EvalDataset(
+            name=root.name,
+            task="classification",
+            bands=names,
+            class_names=tuple(classes),
+            train=EvalSplit(images[train_idx], labels[train_idx]),
+            test=EvalSplit(images[test_idx], labels[test_idx]),
+        )
+        .check()
+        .select_bands(bands)
+    )
 
 
 def _default_band_names(headers: list, num_bands: int) -> tuple[str, ...]:
@@ -336,12 +351,14 @@ def torchgeo_classification(
     split_test: str = "test",
     split_train: str = "train",
     num_workers: int = 0,
+    bands: Sequence[str] | None = None,
 ) -> EvalDataset:
     """A torchgeo scene-classification dataset already on disk (`download=False`, always).
 
     `name` is one of TORCHGEO_CLASSIFICATION. When files are missing, the DataError lists every
     file and folder torchgeo reads under `root`, which are missing, and where to get them.
-    Pixels become uint16 (EuroSAT multispectral) or uint8 (RGB sets).
+    Pixels become uint16 (EuroSAT multispectral) or uint8 (RGB sets). `bands` (`data.bands`)
+    selects bands by name, in that order.
     """
     if name not in _TORCHGEO:
         raise DataError(
@@ -361,11 +378,15 @@ def torchgeo_classification(
         except FileNotFoundError as error:  # DatasetNotFoundError, or a missing split list / class folder
             raise DataError(_missing_message(name, cls, root, (split_train, split_test), error)) from error
     train_set = splits[split_train]
-    return EvalDataset(
-        name=name,
-        task="classification",
-        bands=band_names or tuple(train_set.bands),
-        class_names=tuple(train_set.classes),
-        train=_load_torchgeo_split(train_set, dtype, num_workers),
-        test=_load_torchgeo_split(splits[split_test], dtype, num_workers),
-    ).check()
+    return (
+        EvalDataset(
+            name=name,
+            task="classification",
+            bands=band_names or tuple(train_set.bands),
+            class_names=tuple(train_set.classes),
+            train=_load_torchgeo_split(train_set, dtype, num_workers),
+            test=_load_torchgeo_split(splits[split_test], dtype, num_workers),
+        )
+        .check()
+        .select_bands(bands)
+    )

@@ -8,12 +8,15 @@ unsigned integers until they reach the device, where the encoder's own statistic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from rsssl.data.bands import find_band
 from rsssl.data.scene import DataError
+from rsssl.models.export import match_encoder_bands, pixel_scale_warning
 
 
 @dataclass
@@ -28,6 +31,9 @@ class EvalSplit:
 
     def subset(self, indices: np.ndarray) -> EvalSplit:
         return EvalSplit(self.images[indices], self.targets[indices])
+
+    def take_bands(self, positions: Sequence[int]) -> EvalSplit:
+        return EvalSplit(np.ascontiguousarray(self.images[:, list(positions)]), self.targets)
 
 
 @dataclass
@@ -67,6 +73,45 @@ class EvalDataset:
                     "sample; add samples or drop the class"
                 )
         return self
+
+    def take_bands(self, positions: Sequence[int]) -> EvalDataset:
+        """The set with only the bands at `positions`, in that order."""
+        return replace(
+            self,
+            bands=tuple(self.bands[i] for i in positions),
+            train=self.train.take_bands(positions),
+            test=self.test.take_bands(positions),
+        )
+
+    def select_bands(self, wanted: Sequence[str] | None) -> EvalDataset:
+        """The `wanted` bands (`data.bands`), in that order, matched by exact or canonical name;
+        the set itself when `wanted` is None."""
+        if not wanted:
+            return self
+        positions = [find_band(self.bands, name) for name in wanted]
+        missing = [name for name, i in zip(wanted, positions, strict=True) if i is None]
+        if missing:
+            raise DataError(
+                f"evaluation set {self.name!r} has no band {', '.join(map(repr, missing))}; its bands are "
+                f"{', '.join(self.bands)}: fix data.bands"
+            )
+        return self.take_bands(positions)
+
+
+def conform_to_encoder(dataset: EvalDataset, meta: dict, log: Callable[[str], None]) -> EvalDataset:
+    """The set as an encoder (`encoder.json` meta) must see it: its bands checked by name and put
+    in the encoder's order, and a warning (to `log`) when the pixels are in other units."""
+    where = f"evaluation set {dataset.name!r}"
+    match = match_encoder_bands(meta, dataset.bands, where)
+    if match.note:
+        log(match.note)
+    if match.order is not None:
+        dataset = dataset.take_bands(match.order)
+    means = dataset.train.images.mean(axis=(0, 2, 3), dtype=np.float64)
+    warning = pixel_scale_warning(meta, dataset.train.images.dtype, means.tolist(), where)
+    if warning:
+        log(warning)
+    return dataset
 
 
 def to_device_batches(images: np.ndarray, batch_size: int, device: torch.device | str):

@@ -14,6 +14,7 @@ Mask value 255 marks unlabelled pixels (`IGNORE_INDEX`, the convention of `eval.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,8 @@ def npz_segmentation(
     seed: int = 0,
     name: str | None = None,
     mask_key: str | None = None,
+    band_names: Sequence[str] | None = None,
+    bands: Sequence[str] | None = None,
 ) -> EvalDataset:
     """A segmentation set from a labelled npz file (pre-cut ``tiles`` or one large ``image``).
 
@@ -179,18 +182,22 @@ def npz_segmentation(
     ``tile_source`` (one name per tile) keeps tiles of the same source image on one side of the
     split. Otherwise ``image`` (H x W, C x H x W or H x W x C) and its mask (`mask_key`, default
     the first of ``footprint_mask``, ``mask``, ``label_mask``) are cut into `tile_size` tiles
-    (default 128) and split at random. ``band_names`` and ``class_names`` are read when present.
+    (default 128) and split at random. ``band_names`` and ``class_names`` are read when present
+    (`band_names`, as `data.band_names` names the bands for pretraining, overrides the file's);
+    `bands` (`data.bands`) then selects bands by name, in that order.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"npz file {path} does not exist; give the path of a labelled segmentation npz")
     with np.load(path, allow_pickle=False) as archive:
         keys = archive.files
-        bands = _strings(archive["band_names"], "band_names", path) if "band_names" in keys else None
+        names = tuple(band_names) if band_names else None
+        if names is None and "band_names" in keys:
+            names = _strings(archive["band_names"], "band_names", path)
         if "tiles" in keys:
-            images, masks, groups = _read_tiles(archive, path, bands, tile_size)
+            images, masks, groups = _read_tiles(archive, path, names, tile_size)
         elif "image" in keys:
-            images, masks, groups = _read_image(archive, path, bands, tile_size, mask_key)
+            images, masks, groups = _read_image(archive, path, names, tile_size, mask_key)
         else:
             raise DataError(
                 f"{path} holds no segmentation data (keys found: {keys}); store 'tiles' + 'tile_masks', "
@@ -198,15 +205,19 @@ def npz_segmentation(
             )
         class_names = _class_names(archive, masks, path)
     train, test = split_indices(len(images), groups, test_fraction, seed)
-    return EvalDataset(
-        name=name or path.stem,
-        task="segmentation",
-        bands=bands or tuple(f"b{i + 1}" for i in range(images.shape[1])),
-        class_names=class_names,
-        train=EvalSplit(images[train], masks[train]),
-        test=EvalSplit(images[test], masks[test]),
-        ignore_index=IGNORE_INDEX,
-    ).check()
+    return (
+        EvalDataset(
+            name=name or path.stem,
+            task="segmentation",
+            bands=names or tuple(f"b{i + 1}" for i in range(images.shape[1])),
+            class_names=class_names,
+            train=EvalSplit(images[train], masks[train]),
+            test=EvalSplit(images[test], masks[test]),
+            ignore_index=IGNORE_INDEX,
+        )
+        .check()
+        .select_bands(bands)
+    )
 
 
 def synthetic_segmentation(
@@ -217,10 +228,12 @@ def synthetic_segmentation(
     test_scenes: int = 2,
     size: int = 256,
     seed: int = 0,
+    bands: Sequence[str] | None = None,
 ) -> EvalDataset:
     """Non-overlapping tiles of synthetic land-cover scenes; train and test come from different scenes.
 
     Train scenes use seed 2 * seed and test scenes 2 * seed + 1, so no two seeds share a scene.
+    `bands` (`data.bands`) selects bands by name, in that order.
     """
     if not 1 <= tile_size <= size:
         raise DataError(f"tile_size={tile_size} does not fit {size}-pixel synthetic scenes")
@@ -234,14 +247,18 @@ def synthetic_segmentation(
         split = EvalSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         return split, scenes[0].bands, scenes[0].class_names
 
-    train, bands, class_names = cut(train_scenes, 2 * seed)
+    train, names, class_names = cut(train_scenes, 2 * seed)
     test, _, _ = cut(test_scenes, 2 * seed + 1)
-    return EvalDataset(
-        name=f"synthetic_segmentation_{num_bands}b_{num_classes}c",
-        task="segmentation",
-        bands=bands,
-        class_names=class_names,
-        train=train,
-        test=test,
-        ignore_index=IGNORE_INDEX,
-    ).check()
+    return (
+        EvalDataset(
+            name=f"synthetic_segmentation_{num_bands}b_{num_classes}c",
+            task="segmentation",
+            bands=names,
+            class_names=class_names,
+            train=train,
+            test=test,
+            ignore_index=IGNORE_INDEX,
+        )
+        .check()
+        .select_bands(bands)
+    )

@@ -9,12 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from rsssl.data.bands import canonical_band_name
 from rsssl.models.backbones import ConfigError, create_backbone, load_state_dict_file, load_weights
 
 WEIGHTS_NAME = "encoder.safetensors"
@@ -91,13 +96,124 @@ def load_encoder(weights_path: str | Path) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-def check_band_count(meta: dict, data_bands: int) -> None:
-    """The data must have the band count the encoder was trained on."""
-    if int(meta["in_chans"]) != data_bands:
+_GENERIC = re.compile(r"b\d+", re.IGNORECASE)
+#: data whose band means differ from the pretraining means by more than this factor is in other units
+SCALE_FACTOR = 4.0
+
+
+def _is_generic(name: str) -> bool:
+    """A name that says nothing about the band: `b1`..`bN` of unnamed files, or a sensor's bare
+    number (Landsat `B4`) that no preset resolved."""
+    return _GENERIC.fullmatch(name) is not None
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(names)
+
+
+def check_band_count(meta: dict, data_bands: int | Sequence[str], where: str = "the data") -> None:
+    """The data must have as many bands as the encoder; the error gives a fix that can work."""
+    encoder, expected = list(meta["bands"]), int(meta["in_chans"])
+    count = data_bands if isinstance(data_bands, int) else len(data_bands)
+    if count == expected:
+        return
+    have = "" if isinstance(data_bands, int) else f" ({_listed(data_bands)})"
+    problem = (
+        f"the encoder was trained on {expected} bands ({_listed(encoder)}) but {where} has {count}{have}"
+    )
+    if count > expected:
         raise ConfigError(
-            f"the encoder was trained on {meta['in_chans']} bands ({', '.join(meta['bands'])}) but the data "
-            f"has {data_bands}: select the same bands with data.bands=[...] or use an encoder for this sensor"
+            f"{problem}: select the encoder's {expected} bands, in its order, with "
+            f"data.bands=[{','.join(encoder)}] (or use an encoder trained on these {count} bands)"
         )
+    named = [] if isinstance(data_bands, int) else [canonical_band_name(b) for b in data_bands]
+    missing = [b for b in map(canonical_band_name, encoder) if not _is_generic(b) and b not in named]
+    checkable = named and not any(map(_is_generic, named))
+    lacks = f"; it lacks {_listed(missing)}" if checkable and missing else ""
+    raise ConfigError(
+        f"{problem}{lacks}: an encoder cannot run on fewer bands than it was trained on. Evaluate it on "
+        f"data that has its bands, or pretrain an encoder on the data's {count} bands"
+    )
+
+
+@dataclass(frozen=True)
+class BandMatch:
+    """How evaluation data meets an encoder: `order` holds the data positions of the encoder's
+    bands (None: use the data as it is); `note` is what the user must be told, if anything."""
+
+    order: tuple[int, ...] | None
+    note: str | None
+
+
+def match_encoder_bands(meta: dict, data_bands: Sequence[str], where: str = "the data") -> BandMatch:
+    """Compare the data's band names with the encoder's (`encoder.json`), by canonical name.
+
+    The same names in the same order pass; the same names in another order are reordered to the
+    encoder's (and said); a count mismatch or other names fail with the fix; generic names
+    (b1..bN) cannot be checked, so they only warn, and the order is kept.
+    """
+    encoder = [canonical_band_name(b) for b in meta["bands"]]
+    data = [canonical_band_name(b) for b in data_bands]
+    if data == encoder:
+        return BandMatch(None, None)
+    generic = any(map(_is_generic, encoder + data))
+    if not generic and sorted(data) == sorted(encoder):
+        order = tuple(data.index(b) for b in encoder)
+        before, after = _listed(data_bands), _listed(meta["bands"])
+        return BandMatch(order, f"{where}: bands reordered from ({before}) to the encoder's order ({after})")
+    check_band_count(meta, data_bands, where)
+    clash = [
+        (e, d)
+        for e, d in zip(encoder, data, strict=True)
+        if e != d and not (_is_generic(e) or _is_generic(d))
+    ]
+    if generic and not clash:
+        return BandMatch(
+            None,
+            f"warning: {where}: its bands ({_listed(data_bands)}) cannot be checked against the encoder's "
+            f"({_listed(meta['bands'])}) because generic names (b1..bN) say nothing about the band; they are "
+            "used in this order. Name the bands (data.band_names / data.band_preset) to have them checked",
+        )
+    missing = [b for b in encoder if not _is_generic(b) and b not in data]
+    problem = (
+        f"{where} lacks {_listed(missing)}"
+        if missing
+        else "its named bands sit elsewhere and its generic names (b1..bN) keep it from being reordered"
+    )
+    raise ConfigError(
+        f"{where} has bands {_listed(data_bands)} but the encoder was trained on {_listed(meta['bands'])}: "
+        f"{problem}. Evaluate on data from the encoder's sensor or, if these are the same bands under other "
+        "names, name them with data.band_names / data.band_preset"
+    )
+
+
+def pixel_scale_warning(
+    meta: dict, dtype: str | np.dtype, band_means: Sequence[float], where: str
+) -> str | None:
+    """A warning when the data's pixels are not in the units the encoder was pretrained on.
+
+    Compares the pixel type with `encoder.json`'s `dtype` (when recorded) and the data's per-band
+    means (in the encoder's band order) with its pretraining means: a median ratio beyond
+    `SCALE_FACTOR` either way means other units (uint8 vs reflectance x 10000, ...)."""
+    problems = []
+    if meta.get("dtype") and np.dtype(meta["dtype"]) != np.dtype(dtype):
+        problems.append(
+            f"{where} has {np.dtype(dtype)} pixels, the encoder was pretrained on {meta['dtype']}"
+        )
+    ratios = [m / e for m, e in zip(band_means, meta["mean"], strict=True) if e > 0]
+    ratio = float(np.median(ratios)) if ratios else 1.0
+    if not 1 / SCALE_FACTOR <= ratio <= SCALE_FACTOR:
+        problems.append(
+            f"its band means are {ratio:.2g} times the encoder's pretraining means "
+            f"({meta['bands'][0]} mean {band_means[0]:.4g} here, {meta['mean'][0]:.4g} in pretraining)"
+        )
+    if not problems:
+        return None
+    return (
+        f"warning: pixel scale: {'; '.join(problems)}. The encoder normalises with its pretraining "
+        "statistics, so its features on pixels in other units mean little: evaluate on data in the same "
+        "units (product level, bit depth, scaling), or rescale the data first"
+    )
 
 
 def normalisation_tensors(

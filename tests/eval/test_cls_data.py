@@ -108,13 +108,19 @@ def test_image_folder_reads_five_band_uint16_geotiffs(tmp_path):
             pixels = rng.integers(0, 60000, (5, 6, 6), dtype=np.uint16)
             _write_tif(tmp_path / name / f"{i}.tif", pixels)
             written[pixels.tobytes()] = name
-    data = image_folder(tmp_path, test_fraction=0.25, bands=["b", "g", "r", "nir", "swir"])
+    data = image_folder(tmp_path, test_fraction=0.25, band_names=["b", "g", "r", "nir", "swir"])
     assert data.bands == ("b", "g", "r", "nir", "swir")
     assert data.train.images.dtype == np.uint16 and data.train.images.shape == (6, 5, 6, 6)
     for split in (data.train, data.test):
         for image, label in zip(split.images, split.targets):
             assert written[image.tobytes()] == data.class_names[label]
     assert image_folder(tmp_path).bands == ("b1", "b2", "b3", "b4", "b5")
+    chosen = image_folder(
+        tmp_path, test_fraction=0.25, band_names=["b", "g", "r", "nir", "swir"], bands=["nir", "b"]
+    )
+    assert chosen.bands == ("nir", "b")  # data.bands selects (and orders) bands of evaluation sets
+    np.testing.assert_array_equal(chosen.train.images, data.train.images[:, [3, 0]])
+    np.testing.assert_array_equal(chosen.test.images, data.test.images[:, [3, 0]])
 
 
 def test_image_folder_errors_name_the_problem(tmp_path):

@@ -10,7 +10,13 @@ import torch
 from safetensors.torch import load_file
 
 from rsssl.models.backbones import ConfigError, create_backbone
-from rsssl.models.export import check_band_count, load_encoder, save_encoder
+from rsssl.models.export import (
+    check_band_count,
+    load_encoder,
+    match_encoder_bands,
+    pixel_scale_warning,
+    save_encoder,
+)
 
 META = {
     "timm_name": "test_resnet",
@@ -53,8 +59,87 @@ def test_mismatched_json_is_caught(tmp_path):
 
 def test_band_count_check():
     check_band_count(META, 5)
-    with pytest.raises(ConfigError, match="trained on 5 bands"):
+    with pytest.raises(ConfigError, match="trained on 5 bands.*pretrain an encoder on the data's 4 bands"):
         check_band_count(META, 4)
+    with pytest.raises(ConfigError, match=r"select the encoder's 5 bands.*data\.bands=\[a,b,c,d,e\]"):
+        check_band_count(META, 6)
+
+
+RGBN = ["red", "green", "blue", "nir"]
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+
+
+def meta_of(bands: list[str], **extra) -> dict:
+    return dict(
+        META, in_chans=len(bands), bands=bands, mean=[748.0] * len(bands), std=[300.0] * len(bands), **extra
+    )
+
+
+def test_same_bands_in_the_same_order_pass_silently():
+    match = match_encoder_bands(meta_of(RGBN), RGBN, "set x")
+    assert match.order is None and match.note is None
+    # canonical names: Sentinel-2 B04/B03/B02 are red/green/blue
+    assert match_encoder_bands(meta_of(["B04", "B03", "B02"]), ["red", "green", "blue"], "x").order is None
+
+
+def test_same_bands_in_another_order_are_reordered_and_said():
+    match = match_encoder_bands(meta_of(RGBN), ["blue", "green", "red", "nir"], "set x")
+    assert match.order == (2, 1, 0, 3)  # data position of red, green, blue, nir
+    assert "set x" in match.note and "reordered" in match.note
+    assert "blue, green, red, nir" in match.note and "red, green, blue, nir" in match.note
+    assert match_encoder_bands(meta_of(["B02", "B04", "B08"]), ["nir", "blue", "red"], "x").order == (1, 2, 0)
+
+
+def test_other_bands_fail_with_the_fix():
+    with pytest.raises(
+        ConfigError, match=r"set x has bands red, green, blue, swir16.*lacks nir.*data\.band_names"
+    ):
+        match_encoder_bands(meta_of(RGBN), ["red", "green", "blue", "swir16"], "set x")
+
+
+def test_generic_names_warn_and_keep_the_order():
+    for encoder, data in ((["b1", "b2", "b3", "b4"], RGBN), (RGBN, ["b1", "b2", "b3", "b4"])):
+        match = match_encoder_bands(meta_of(encoder), data, "set x")
+        assert match.order is None
+        assert (
+            match.note.startswith("warning")
+            and "cannot be checked" in match.note
+            and "b1, b2, b3, b4" in match.note
+        )
+    # named positions still have to agree when the rest is generic
+    with pytest.raises(ConfigError, match="lacks nir"):
+        match_encoder_bands(meta_of(["red", "green", "b3", "nir"]), ["red", "green", "b3", "swir16"], "x")
+    with pytest.raises(ConfigError, match="named bands sit elsewhere.*b1..bN.*data.band_names"):
+        match_encoder_bands(meta_of(["red", "green", "b3"]), ["green", "red", "b3"], "x")
+    with pytest.raises(ConfigError) as error:  # unknown data bands: no claim about what they lack
+        match_encoder_bands(meta_of(RGBN), ["b1", "b2", "b3"], "x")
+    assert "lacks" not in str(error.value) and "pretrain an encoder on the data's 3 bands" in str(error.value)
+
+
+def test_fewer_bands_than_the_encoder_never_advise_selecting_them():
+    with pytest.raises(ConfigError) as error:
+        match_encoder_bands(meta_of(S2), ["red", "green", "blue"], "set x")
+    message = str(error.value)
+    assert "select the same bands" not in message and "data.bands" not in message
+    assert "trained on 13 bands" in message and "set x has 3" in message
+    assert "lacks coastal, rededge071" in message  # the first missing ones, by canonical name
+    assert "pretrain an encoder on the data's 3 bands" in message
+
+
+def test_more_bands_than_the_encoder_give_the_selection():
+    with pytest.raises(ConfigError, match=r"select the encoder's 3 bands.*data\.bands=\[red,green,blue\]"):
+        match_encoder_bands(meta_of(["red", "green", "blue"]), S2, "set x")
+
+
+def test_pixel_scale_mismatch_is_warned():
+    meta = meta_of(["red", "green", "blue"], dtype="uint16")
+    warning = pixel_scale_warning(meta, "uint8", [100.0, 90.0, 80.0], "set x")
+    assert "set x has uint8 pixels" in warning and "pretrained on uint16" in warning
+    assert "0.12 times" in warning and "red mean 100 here, 748 in pretraining" in warning  # median 90/748
+    # no recorded dtype (older encoders): the means alone still tell
+    no_dtype = pixel_scale_warning(meta_of(["red"]), "uint8", [7000.0], "set x")
+    assert "uint8" not in no_dtype and "9.4 times" in no_dtype
+    assert pixel_scale_warning(meta, "uint16", [700.0, 900.0, 2000.0], "set x") is None
 
 
 def test_local_weights_file_and_unknown_name(tmp_path):
