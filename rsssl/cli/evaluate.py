@@ -5,6 +5,8 @@
         data.path=$RSSSL_DATA_DIR/deepforest_treecrowns_dev.npz
 
 Rows go to the results store (`results=results/results.csv`); `rsssl-leaderboard` renders them.
+Run ids are stored relative to the runs folder (`runs_dir`, default `runs`); the encoder's
+pretraining config goes to the store's configs sidecar (`results.configs.json`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rsssl.data.scene import DataError
 from rsssl.eval.data import EvalDataset
 from rsssl.eval.suite import Suite, baseline_candidates, encoder_candidate
 from rsssl.models.backbones import ConfigError
+from rsssl.results.store import record_config
 
 
 def resolve_device(name: str) -> str:
@@ -62,7 +65,9 @@ def evaluate_encoder(cfg: DictConfig, weights_path: str, include_encoder: bool =
     `include_encoder=False` evaluates only the baselines beside it (for the random-init method,
     whose offline numbers are the random-init baseline's).
     """
-    candidate = encoder_candidate(weights_path)
+    candidate = encoder_candidate(weights_path, cfg.get("runs_dir") or "runs")
+    if include_encoder and candidate.meta.get("config") is not None:
+        record_config(cfg.results, candidate.config_hash, candidate.meta["config"])
     candidates = [candidate] if include_encoder else []
     candidates += baseline_candidates(candidate.meta) if cfg.eval.baselines else []
     datasets = build_eval_sets(cfg.data, cfg.eval)

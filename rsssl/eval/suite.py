@@ -3,15 +3,19 @@
 For one exported encoder (and, beside it, the random-init and image-statistics baselines) and
 a list of labelled sets, it runs the configured protocols under every label budget and seed,
 and appends one long-format row per metric. A unit of work (candidate, set, protocol,
-budget, seed) whose rows are already in the store is skipped, so a re-run of a sweep resumes.
+budget, seed) is skipped when the store already holds every metric row of it from the same
+encoder (weights), the same set (content) and the same protocol settings (the row's
+``eval_hash``), so a re-run of a sweep resumes and a changed setting is measured afresh.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,74 +24,152 @@ import torch
 from torch import nn
 
 from rsssl.eval.budgets import format_budget, select_budget
-from rsssl.eval.data import EvalDataset
-from rsssl.eval.features import cached_features, extract_features
+from rsssl.eval.data import EvalDataset, conform_to_encoder
+from rsssl.eval.features import (
+    FEATURES_VERSION,
+    cached_features,
+    content_key,
+    encoder_identity,
+    extract_features,
+    set_digests,
+    state_dict_digest,
+)
+from rsssl.eval.finetune import METRICS as FINETUNE_METRICS
 from rsssl.eval.finetune import run_finetune
 from rsssl.eval.image_stats import image_statistics_features
 from rsssl.eval.knn import knn_predict
 from rsssl.eval.linear import fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
 from rsssl.eval.segmentation import run_segmentation
-from rsssl.models.export import backbone_like, check_band_count, load_encoder
-from rsssl.results.store import ResultRow, append_rows, read_rows
+from rsssl.models.export import backbone_like, file_sha256, load_encoder
+from rsssl.results.store import ResultRow, append_rows, read_rows, relative_run_id
 
 CLASSIFICATION_METRICS = ("oa", "aa", "kappa", "f1_macro")
+# Metrics every segmentation unit writes, besides one "iou_<class>" per class (segmentation.py).
+SEGMENTATION_METRICS = ("oa", "miou", "kappa")
 
 
 @dataclass
 class Candidate:
-    """An encoder (or a baseline) under evaluation, with what identifies it in the results."""
+    """An encoder (or a baseline) under evaluation, with what identifies it in the results.
+
+    `weights_hash` is the sha256 of its weights ("" for image statistics, which have none):
+    with the architecture and normalisation in `meta` it keys the feature cache and, as the
+    rows' `checkpoint_hash`, tells whether a unit in the store came from these weights.
+    """
 
     method: str
     run_id: str
     meta: dict
     factory: Callable[[], nn.Module] | None  # a fresh encoder; None for image statistics
-    checkpoint_hash: str = ""
+    weights_hash: str = ""
     config_hash: str = ""
     pretrain_data: str = ""
+    pretrain_seed: int | None = None
 
     @property
     def backbone(self) -> str:
         return self.meta["timm_name"] if self.factory is not None else "-"
 
-    def features(self, dataset: EvalDataset, split: str, device: str, cache_dir: str | None) -> torch.Tensor:
+    @property
+    def checkpoint_hash(self) -> str:
+        return self.weights_hash[:16]
+
+    def features_key(self, images_digest: str, device: str) -> str:
+        """The feature-cache key of these weights on images of this digest (see features.py)."""
+        encoder = (
+            {"image_stats": True} if self.factory is None else encoder_identity(self.meta, self.weights_hash)
+        )
+        return content_key(
+            version=FEATURES_VERSION, encoder=encoder, images=images_digest, device=torch.device(device).type
+        )
+
+    def features(
+        self,
+        dataset: EvalDataset,
+        split: str,
+        device: str,
+        cache_dir: str | None,
+        digests: dict[str, str] | None = None,
+    ) -> torch.Tensor:
+        """Features of a split, cached by content; `digests` (`set_digests`) saves hashing again."""
         images = getattr(dataset, split).images
+        digests = digests or set_digests(dataset)
         if self.factory is None:
             compute = lambda: image_statistics_features(torch.from_numpy(images).to(device))  # noqa: E731
         else:
             compute = lambda: extract_features(self.factory(), self.meta, images, device)  # noqa: E731
-        key = (self.run_id.replace("/", "_").replace(":", "_"), dataset.name, split)
-        return cached_features(key, compute, cache_dir, device)
+        return cached_features(self.features_key(digests[split], device), compute, cache_dir, device)
 
 
-def encoder_candidate(weights_path: str | Path) -> Candidate:
+def encoder_run_id(meta: dict, runs_dir: str | Path = "runs") -> str:
+    """A portable run id for an exported encoder: the one `encoder.json` records; for an older
+    export, its folder relative to `runs_dir`; for a folder outside it, ``encoder:<sha256[:16]>``."""
+    if meta.get("run_id"):
+        return str(meta["run_id"])
+    folder = meta.get("run_dir") or Path(meta["weights_path"]).parent
+    try:
+        return relative_run_id(folder, runs_dir)
+    except ValueError:
+        return f"encoder:{meta['sha256'][:16]}"
+
+
+def encoder_candidate(weights_path: str | Path, runs_dir: str | Path = "runs") -> Candidate:
     """The candidate for an exported encoder (encoder.safetensors + encoder.json)."""
     model, meta = load_encoder(weights_path)
+    meta.setdefault("sha256", file_sha256(meta["weights_path"]))
     return Candidate(
         method=meta.get("method", "unknown"),
-        run_id=str(meta.get("run_dir") or Path(meta["weights_path"]).parent),
+        run_id=encoder_run_id(meta, runs_dir),
         meta=meta,
         factory=lambda: copy.deepcopy(model),
-        checkpoint_hash=meta.get("sha256", "")[:16],
+        weights_hash=meta["sha256"],
         config_hash=meta.get("config_hash", ""),
         pretrain_data=meta.get("data", ""),
+        pretrain_seed=meta.get("seed"),
     )
 
 
 def baseline_candidates(meta: dict, seed: int = 0) -> list[Candidate]:
-    """Random-init encoder of the same architecture and bands, and image statistics."""
-
+    """Random-init encoder of the same architecture and bands (initialised with `seed`), and
+    image statistics."""
     arch = f"{meta['timm_name']}:{meta['in_chans']}:{meta.get('data', '')}"
+    factory = functools.partial(backbone_like, meta, seed)
     return [
         Candidate(
             "random_init",
             f"baseline:random_init:{arch}:seed{seed}",
             meta,
-            functools.partial(backbone_like, meta, seed),
+            factory,
+            weights_hash=state_dict_digest(factory()),
             pretrain_data=meta.get("data", ""),
+            pretrain_seed=seed,
         ),
         Candidate("image_stats", f"baseline:image_stats:{meta['in_chans']}", meta, None),
     ]
+
+
+def settings_with_defaults(protocol: Callable, settings: dict, skip: Iterable[str] = ()) -> dict:
+    """`settings` completed with the keyword defaults of `protocol` (minus `skip` and `device`),
+    so an omitted setting and its default give the same `eval_hash`, and a changed default another."""
+    params = inspect.signature(protocol).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    merged = {**defaults, **settings}
+    return {k: v for k, v in merged.items() if k not in {*skip, "device"}}
+
+
+def eval_hash(set_digest: str, protocol: str, settings: dict) -> str:
+    """Short hash of what a unit measured: the set's content, the protocol and its settings."""
+    return content_key(set=set_digest, protocol=protocol, settings=settings)[:12]
+
+
+def expected_metrics(protocol: str, dataset: EvalDataset) -> frozenset[str]:
+    """The metric rows a finished unit of `protocol` on `dataset` has."""
+    if protocol.startswith("segmentation_"):
+        names = (*SEGMENTATION_METRICS, *(f"iou_{c}" for c in dataset.class_names))
+    else:
+        names = FINETUNE_METRICS if protocol == "finetune" else CLASSIFICATION_METRICS
+    return frozenset((*names, "train_count"))
 
 
 def _metric_rows(metrics: dict, names: Iterable[str]) -> list[tuple[str, float]]:
@@ -131,10 +213,54 @@ class Suite:
 
     def __post_init__(self) -> None:
         self.results = Path(self.results)
-        self._done = {(r.run_id, r.eval_data, r.protocol, r.budget, r.seed) for r in read_rows(self.results)}
+        self._present: dict[tuple, set[str]] = defaultdict(set)  # unit -> metrics in the store
+        for r in read_rows(self.results):
+            self._present[
+                (r.run_id, r.checkpoint_hash, r.eval_data, r.eval_hash, r.protocol, r.budget, r.seed)
+            ].add(r.metric)
+        self._digests: dict[int, tuple[EvalDataset, dict[str, str]]] = {}
+
+    def digests(self, dataset: EvalDataset) -> dict[str, str]:
+        """`set_digests` of a set, computed once per set object."""
+        if id(dataset) not in self._digests:
+            self._digests[id(dataset)] = (dataset, set_digests(dataset))
+        return self._digests[id(dataset)][1]
+
+    def protocol_settings(self, protocol: str) -> dict:
+        """Every setting that changes what `protocol` measures (hashed into the rows' eval_hash)."""
+        cfg = self.classification
+        if protocol == "knn":
+            return {"k": int(cfg.get("knn_k", 20)), "temperature": float(cfg.get("knn_temperature", 0.07))}
+        if protocol == "linear":
+            return {"val_fraction": float(cfg.get("val_fraction", 0.2))}
+        if protocol == "finetune":
+            return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=("budgets", "seeds"))
+        if protocol.startswith("segmentation_"):
+            return settings_with_defaults(
+                run_segmentation, self.segmentation, skip=("modes", "fractions", "seeds")
+            )
+        raise ValueError(f"unknown protocol {protocol!r}")
+
+    def eval_hash(self, dataset: EvalDataset, protocol: str) -> str:
+        return eval_hash(self.digests(dataset)["set"], protocol, self.protocol_settings(protocol))
+
+    def _unit(
+        self, candidate: Candidate, dataset: EvalDataset, protocol: str, budget: str, seed: int
+    ) -> tuple:
+        return (
+            candidate.run_id,
+            candidate.checkpoint_hash,
+            dataset.name,
+            self.eval_hash(dataset, protocol),
+            protocol,
+            budget,
+            seed,
+        )
 
     def done(self, candidate: Candidate, dataset: EvalDataset, protocol: str, budget: str, seed: int) -> bool:
-        return (candidate.run_id, dataset.name, protocol, budget, seed) in self._done
+        """Whether the store holds every metric row of this unit, measured as configured now."""
+        present = self._present.get(self._unit(candidate, dataset, protocol, budget, seed), set())
+        return expected_metrics(protocol, dataset) <= present
 
     def write(
         self,
@@ -145,6 +271,7 @@ class Suite:
         seed: int,
         metrics: list[tuple[str, float]],
     ) -> None:
+        unit = self._unit(candidate, dataset, protocol, budget, seed)
         rows = [
             ResultRow(
                 run_id=candidate.run_id,
@@ -160,11 +287,13 @@ class Suite:
                 checkpoint_hash=candidate.checkpoint_hash,
                 config_hash=candidate.config_hash,
                 git_commit=git_commit(),
+                pretrain_seed=candidate.pretrain_seed,
+                eval_hash=unit[3],
             )
             for name, value in metrics
         ]
         append_rows(self.results, rows, skip_existing=True)
-        self._done.add((candidate.run_id, dataset.name, protocol, budget, seed))
+        self._present[unit].update(name for name, _ in metrics)
 
     # ---- classification -------------------------------------------------------------------
     def run_classification(self, candidate: Candidate, dataset: EvalDataset) -> None:
@@ -177,8 +306,9 @@ class Suite:
         seeds = [int(s) for s in cfg.get("seeds", (0, 1, 2))]
         frozen = [p for p in protocols if p in ("knn", "linear")]
         if frozen:
-            train_x = candidate.features(dataset, "train", self.device, self.cache_dir)
-            test_x = candidate.features(dataset, "test", self.device, self.cache_dir)
+            digests = self.digests(dataset)
+            train_x = candidate.features(dataset, "train", self.device, self.cache_dir, digests)
+            test_x = candidate.features(dataset, "test", self.device, self.cache_dir, digests)
             train_y = torch.as_tensor(dataset.train.targets, device=self.device).long()
             test_y = torch.as_tensor(dataset.test.targets, device=self.device).long()
         for budget in budgets:
@@ -190,15 +320,10 @@ class Suite:
                         continue
                     selection = selection or self._select(dataset, budget, seed)
                     idx = selection.indices.to(self.device)
+                    settings = self.protocol_settings(protocol)
                     if protocol == "knn":
                         metrics = knn_metrics(
-                            train_x[idx],
-                            train_y[idx],
-                            test_x,
-                            test_y,
-                            dataset.num_classes,
-                            int(cfg.get("knn_k", 20)),
-                            float(cfg.get("knn_temperature", 0.07)),
+                            train_x[idx], train_y[idx], test_x, test_y, dataset.num_classes, **settings
                         )
                     else:
                         metrics = linear_metrics(
@@ -207,8 +332,8 @@ class Suite:
                             test_x,
                             test_y,
                             dataset.num_classes,
-                            float(cfg.get("val_fraction", 0.2)),
-                            seed,
+                            **settings,
+                            seed=seed,
                         )
                     rows = _metric_rows(metrics, CLASSIFICATION_METRICS) + [("train_count", float(len(idx)))]
                     self.write(candidate, dataset, protocol, label, seed, rows)
@@ -271,13 +396,17 @@ class Suite:
     def evaluate(self, candidates: list[Candidate], datasets: list[EvalDataset]) -> dict[str, float]:
         """Run every candidate on every set; returns seconds spent per candidate."""
         seconds: dict[str, float] = {}
+        seen_as: dict[tuple[int, int], EvalDataset] = {}  # (encoder meta, set) -> the set in its band order
         for dataset in datasets:
             dataset.check()
             for candidate in candidates:
-                check_band_count(candidate.meta, len(dataset.bands))
+                key = (id(candidate.meta), id(dataset))
+                if key not in seen_as:  # baselines share their encoder's meta: checked and said once
+                    seen_as[key] = conform_to_encoder(dataset, candidate.meta, self.log)
         for candidate in candidates:
             start = time.perf_counter()
-            for dataset in datasets:
+            for given in datasets:
+                dataset = seen_as[id(candidate.meta), id(given)]
                 self.log(f"evaluating {candidate.method} on {dataset.name} ({dataset.task})")
                 if dataset.task == "classification":
                     self.run_classification(candidate, dataset)

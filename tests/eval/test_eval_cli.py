@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from rsssl.cli import evaluate, pretrain
 from rsssl.models.backbones import create_backbone
 from rsssl.models.export import save_encoder
 from rsssl.results.store import read_rows
+from tests.eval.test_band_checks import eval_set_from_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -38,6 +40,29 @@ def export_tiny(folder: Path, bands: int = 3) -> Path:
         "run_dir": str(folder),
     }
     return save_encoder(create_backbone("test_resnet", bands), folder, meta)
+
+
+def reference_image_stats_knn_oa(data_overrides: list[str]) -> float:
+    """OA of a plain-loop kNN (cosine, top 20, votes exp(sim / 0.07)) on per-band statistics
+    (mean, std, percentiles 5/25/50/75/95) computed with numpy, on the set the config builds."""
+    dataset = eval_set_from_config("classification", data_overrides)
+
+    def stats(images):
+        x = images.astype(np.float64).reshape(*images.shape[:2], -1)
+        parts = [x.mean(2), x.std(2), *np.moveaxis(np.percentile(x, [5, 25, 50, 75, 95], axis=2), 0, 0)]
+        return np.stack(parts, axis=2).reshape(len(images), -1)
+
+    train, test = stats(dataset.train.images), stats(dataset.test.images)
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    test /= np.linalg.norm(test, axis=1, keepdims=True)
+    labels, correct = dataset.train.targets, 0
+    for sample, target in zip(test, dataset.test.targets, strict=True):
+        similarity = train @ sample
+        top = np.argsort(-similarity)[:20]
+        votes = np.zeros(len(dataset.class_names))
+        np.add.at(votes, labels[top], np.exp(similarity[top] / 0.07))
+        correct += int(votes.argmax() == target)
+    return correct / len(test)
 
 
 def run(module, argv: list[str], monkeypatch) -> None:
@@ -69,8 +94,14 @@ def test_classification_rows_baselines_and_resume(tmp_path, monkeypatch, capsys)
     big = [r.value for r in rows if r.metric == "train_count" and r.budget == "1000/class"]
     assert big and all(v < 6000 for v in big)  # a budget larger than the classes uses what exists
     assert "fewer than the 1000 per class" in capsys.readouterr().out
-    oa = [r.value for r in rows if r.metric == "oa"]
-    assert all(0.0 <= v <= 1.0 for v in oa)
+    whole = {
+        (r.seed, r.metric): r.value
+        for r in rows
+        if r.method == "image_stats" and r.protocol == "knn" and r.budget == "1000/class"
+    }
+    for metric in ("oa", "aa", "kappa", "f1_macro"):  # the whole training set: every seed selects it
+        assert whole[0, metric] == whole[1, metric]
+    assert whole[0, "oa"] == pytest.approx(reference_image_stats_knn_oa(SMALL_SYNTHETIC), abs=1e-12)
     before = results.read_text()
     run(evaluate, argv, monkeypatch)  # a re-run skips every unit already in the store
     assert results.read_text() == before

@@ -171,10 +171,17 @@ def test_state_dict_factory_loads_every_key_or_names_the_missing_one():
 def test_evaluation_skips_ignored_pixels():
     data = block_set(train=4, test=4)
     net = SegmentationNet(tiny_encoder(), 2)
+    with torch.no_grad():  # a decoder that predicts class 1 at every pixel
+        net.classifier.weight.zero_()
+        net.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
     test = EvalSplit(data.test.images, np.full_like(data.test.targets, 255))
     test.targets[:, 0, 0] = 1
+    test.targets[0, 0, 0] = 0
     metrics = evaluate_segmentation(net, test, META, 2, ignore_index=255)
-    assert metrics["oa"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # only the 4 labelled pixels count
+    # Only the 4 labelled pixels count: 3 of class 1 right, 1 of class 0 predicted as 1.
+    # IoU c0 = 0 / 1, IoU c1 = 3 / 4; kappa: p_o = 3/4 = p_e = (1 * 0 + 3 * 4) / 16.
+    assert metrics["oa"] == 0.75 and metrics["per_class_iou"] == [0.0, 0.75]
+    assert metrics["miou"] == 0.375 and metrics["kappa"] == 0.0
 
 
 # ---- evaluation sets -----------------------------------------------------------------------

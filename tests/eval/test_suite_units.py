@@ -1,0 +1,102 @@
+"""When the suite counts a unit (candidate, set, protocol, budget, seed) as done: only when the
+store holds every metric row of it from the same weights, the same set content and the same
+protocol settings (issue 8 #7, issue 17 #8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rsssl.eval.cls_data import synthetic_classification
+from rsssl.eval.features import state_dict_digest
+from rsssl.eval.suite import CLASSIFICATION_METRICS, Suite, baseline_candidates
+from rsssl.models.export import backbone_like
+from rsssl.results.store import HEADER, read_rows
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+META = {
+    "timm_name": "test_resnet",
+    "in_chans": 3,
+    "bands": ["red", "green", "blue"],
+    "mean": [1000.0] * 3,
+    "std": [500.0] * 3,
+    "data": "synthetic",
+}
+KNN = {"protocols": ["knn"], "budgets": [2], "seeds": [0], "knn_k": 3}
+UNIT_METRICS = {*CLASSIFICATION_METRICS, "train_count"}
+
+
+def _set(seed: int = 0):
+    return synthetic_classification(
+        num_bands=3, num_classes=2, train_scenes=1, test_scenes=1, size=64, seed=seed
+    )
+
+
+def _image_stats():
+    return baseline_candidates(META)[1]
+
+
+def _evaluate(results: Path, dataset, **classification) -> list:
+    Suite(results, classification={**KNN, **classification}, log=lambda _: None).evaluate(
+        [_image_stats()], [dataset]
+    )
+    return read_rows(results)
+
+
+def test_a_unit_is_done_only_under_the_same_protocol_settings(tmp_path):
+    results, dataset = tmp_path / "results.csv", _set()
+    first = _evaluate(results, dataset)
+    assert {r.metric for r in first} == UNIT_METRICS and len(first) == len(UNIT_METRICS)
+    assert _evaluate(results, dataset) == first  # the same settings: nothing to do
+    both = _evaluate(results, dataset, knn_k=1)  # another k is another measurement
+    assert len(both) == 2 * len(UNIT_METRICS)
+    assert len({r.eval_hash for r in both}) == 2 and all(r.eval_hash for r in both)
+
+
+def test_a_set_with_other_content_under_the_same_name_is_measured(tmp_path):
+    results = tmp_path / "results.csv"
+    first = _evaluate(results, _set(0))
+    both = _evaluate(results, _set(1))
+    assert {r.eval_data for r in both} == {"synthetic"} and len(both) == 2 * len(first)
+
+
+def test_a_unit_missing_a_metric_row_is_completed(tmp_path):
+    results, dataset = tmp_path / "results.csv", _set()
+    first = _evaluate(results, dataset)
+    lines = results.read_text().splitlines(keepends=True)
+    torn = [line for line in lines if ",kappa," not in line]  # what a torn append can leave
+    assert len(torn) == len(lines) - 1
+    results.write_text("".join(torn))
+    again = _evaluate(results, dataset)
+    assert sorted(r.metric for r in again) == sorted(UNIT_METRICS)
+    assert {r.metric: r.value for r in again} == {r.metric: r.value for r in first}
+
+
+def test_settings_left_at_their_default_hash_like_the_default_and_others_do_not():
+    dataset = _set()
+    demo = Suite(Path("unused.csv"), classification={"finetune": {"steps": 30, "budgets": [20]}})
+    full = Suite(Path("unused.csv"), classification={"finetune": {"steps": 300}})
+    explicit = Suite(Path("unused.csv"), classification={"finetune": {"steps": 300, "lr": 1e-3}})
+    assert demo.eval_hash(dataset, "finetune") != full.eval_hash(dataset, "finetune")
+    assert full.eval_hash(dataset, "finetune") == explicit.eval_hash(
+        dataset, "finetune"
+    )  # lr=1e-3 is the default
+    assert full.protocol_settings("finetune") == {
+        "steps": 300,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+    }
+
+
+def test_random_init_rows_carry_its_init_seed_and_weights_hash(tmp_path):
+    results = tmp_path / "results.csv"
+    random_init = baseline_candidates(META, seed=1)[0]
+    assert random_init.checkpoint_hash == state_dict_digest(backbone_like(META, 1))[:16]
+    assert random_init.checkpoint_hash != baseline_candidates(META, seed=0)[0].checkpoint_hash
+    Suite(results, classification=KNN, log=lambda _: None).evaluate([random_init], [_set()])
+    rows = read_rows(results)
+    assert {(r.pretrain_seed, r.checkpoint_hash) for r in rows} == {(1, random_init.checkpoint_hash)}
+    assert results.read_text().startswith(HEADER)
