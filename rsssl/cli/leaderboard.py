@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig
 
 from rsssl.cli import CONF_DIR
 from rsssl.results.leaderboard import write_leaderboard
-from rsssl.results.store import read_rows
+from rsssl.results.store import read_configs, read_rows
 
 EMPTY_MESSAGE = (
     "no results in {path} yet: run rsssl-pretrain ... +eval=suite or rsssl-eval first "
@@ -46,7 +46,13 @@ def main(cfg: DictConfig) -> None:
     command = " ".join(["rsssl-leaderboard", *sys.argv[1:]])
     metrics = list(cfg.metrics) if cfg.metrics is not None else None
     written = write_leaderboard(
-        rows, cfg.out, source=str(results), command=command, plots=cfg.plots, metrics=metrics
+        rows,
+        cfg.out,
+        source=str(results),
+        command=command,
+        plots=cfg.plots,
+        metrics=metrics,
+        configs=read_configs(results),
     )
     print(f"leaderboard from {len(rows)} rows of {results} written to {Path(cfg.out)}/:")
     for path in written:

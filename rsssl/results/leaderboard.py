@@ -1,9 +1,10 @@
 """Generate the leaderboard (markdown, CSV, plots, HTML page) from the results store.
 
-Numbers are never typed by hand: every table is rebuilt from the long-format rows. Each
-column names its protocol, and online-probe numbers (measured during pretraining) get their
-own table so they are never ranked against offline evaluations. In each column the best mean
-is marked, and so is every entry that cannot be told apart from it (overlapping intervals).
+Numbers are never typed by hand: every table is rebuilt from the long-format rows (see
+``rsssl.results.aggregate`` for what one number is). One row per configuration; each column
+names its protocol, and online-probe numbers (measured during pretraining) get their own table
+so they are never ranked against offline evaluations. In each column the best mean is marked,
+and so is every entry that cannot be told apart from it (overlapping intervals).
 """
 
 from __future__ import annotations
@@ -14,71 +15,47 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from rsssl.eval import intervals
+from rsssl.results.aggregate import (
+    Aggregate,
+    aggregate,
+    decimals,
+    higher_is_better,
+    mean_interval,
+)
 from rsssl.results.html import render_html
 from rsssl.results.plots import Plot, label_efficiency_plots
-from rsssl.results.store import (
-    AGGREGATE_SEED,
-    BASELINES,
-    ONLINE_PROTOCOLS,
-    PROTOCOLS,
-    ResultRow,
-    parse_budget,
-    row_key,
-    utc_now,
-)
+from rsssl.results.store import BASELINES, ONLINE_PROTOCOLS, PROTOCOLS, ResultRow, parse_budget, utc_now
 
-LABEL_COLUMNS = ("method", "backbone", "pretrain data")
-CSV_COLUMNS = (
+__all__ = ["Aggregate", "aggregate", "higher_is_better", "mean_interval", "write_leaderboard"]
+
+LABEL_COLUMNS = ("method", "backbone", "pretrain data", "pretraining seeds")
+CSV_TEXT_COLUMNS = (
     "method",
+    "configuration",
     "backbone",
     "pretrain_data",
+    "config_hash",
     "eval_data",
     "protocol",
+    "eval_hash",
     "budget",
     "metric",
+)
+CSV_COLUMNS = (
+    *CSV_TEXT_COLUMNS,
     "mean",
     "interval",
-    "n_seeds",
+    "interval_covers",
+    "n_pretrain_seeds",
+    "n_label_seeds",
     "mark",
 )
 # A CSV cell starting with one of these is a formula to a spreadsheet (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-# Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..30; larger df use a series.
-# fmt: off
-# fmt: on
-# Metric names (as whole words: "val_loss", "top1_err") that rank low-first.
-_LOWER_IS_BETTER = re.compile(r"(?<![a-z])(loss|error|err|rmse|mae|mse|ece)(?![a-z])", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """One leaderboard number: mean and 95 % half-width over the seeds of one configuration.
-
-    ``n_seeds`` is 0 when the store only held an aggregate row (its stored interval is used).
-    """
-
-    method: str
-    backbone: str
-    pretrain_data: str
-    eval_data: str
-    protocol: str
-    budget: str
-    metric: str
-    mean: float
-    interval: float | None
-    n_seeds: int
-    mark: str = ""  # "best" in its column, "tied" with the best, or ""
-
-    @property
-    def entry(self) -> tuple[str, str, str]:
-        """The leaderboard row this number belongs to: (method, backbone, pretrain data)."""
-        return self.method, self.backbone, self.pretrain_data
 
 
 @dataclass(frozen=True)
@@ -109,115 +86,28 @@ class Table:
 HEADLINE_METRICS = ("oa", "miou")
 
 
-def mean_interval(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and 95 % t-interval half-width of per-seed values (``None`` with a single value)."""
-    mean, half_width = intervals.mean_interval(values, confidence=0.95)
-    return mean, None if len(values) < 2 else half_width
-
-
-def higher_is_better(metric: str) -> bool:
-    """Accuracy-like metrics rank high-first; losses and errors low-first."""
-    return not _LOWER_IS_BETTER.search(metric)
-
-
-def aggregate(rows: Iterable[ResultRow]) -> list[Aggregate]:
-    """Aggregate per-seed rows into one number per (entry, eval data, protocol, budget, metric).
-
-    A row recorded twice (same key) counts once, the later one winning. With at least two
-    per-seed rows the mean and t-interval are computed here; otherwise a stored aggregate row
-    (seed -1) is used; a single seed alone gives its value with no interval.
-    """
-    latest = {row_key(r): r for r in rows}
-    seeds: dict[tuple, list[float]] = defaultdict(list)
-    stored: dict[tuple, ResultRow] = {}
-    for r in latest.values():
-        group = (r.method, r.backbone, r.pretrain_data, r.eval_data, r.protocol, r.budget, r.metric)
-        if r.seed == AGGREGATE_SEED:
-            stored[group] = r
-        else:
-            seeds[group].append(r.value)
-    out = []
-    for group in sorted(seeds.keys() | stored.keys()):
-        values = seeds.get(group, [])
-        if len(values) < 2 and group in stored:
-            mean, interval, n = stored[group].value, stored[group].interval, 0
-        else:
-            (mean, interval), n = mean_interval(values), len(values)
-        out.append(Aggregate(*group, mean=mean, interval=interval, n_seeds=n))
-    return mark_columns(out)
-
-
-def _shown(a: Aggregate) -> float:
-    """The mean as the tables print it."""
-    return round(a.mean, _decimals(a.mean))
-
-
-def tied(a: Aggregate, best: Aggregate) -> bool:
-    """Whether ``a`` cannot be told apart from ``best``: their 95 % intervals overlap or, where either
-    has no interval, they are equal at the precision shown."""
-    if _shown(a) == _shown(best):
-        return True
-    if a.interval is None or best.interval is None:
-        return False
-    return abs(a.mean - best.mean) <= a.interval + best.interval
-
-
-def column_marks(column: Sequence[Aggregate]) -> list[str]:
-    """Marks of one column's numbers: "best" for the best mean, "tied" for those tied with it, else ""."""
-    finite = [a for a in column if math.isfinite(a.mean)]
-    if not finite:
-        return [""] * len(column)
-    top = (max if higher_is_better(finite[0].metric) else min)(a.mean for a in finite)
-    best = [a for a in finite if a.mean == top]
-
-    def mark(a: Aggregate) -> str:
-        if not math.isfinite(a.mean):
-            return ""
-        return "best" if a.mean == top else "tied" if any(tied(a, b) for b in best) else ""
-
-    return [mark(a) for a in column]
-
-
-def mark_columns(aggs: Sequence[Aggregate]) -> list[Aggregate]:
-    """The aggregates with their marks set, each compared within its column.
-
-    A column is one (evaluation set, protocol, budget, metric).
-    """
-    columns: dict[tuple, list[int]] = defaultdict(list)
-    for i, a in enumerate(aggs):
-        columns[a.eval_data, a.protocol, a.budget, a.metric].append(i)
-    marks = [""] * len(aggs)
-    for members in columns.values():
-        for i, mark in zip(members, column_marks([aggs[i] for i in members]), strict=True):
-            marks[i] = mark
-    return [replace(a, mark=mark) for a, mark in zip(aggs, marks, strict=True)]
-
-
 def _protocol_rank(protocol: str) -> tuple[int, str]:
     return (PROTOCOLS.index(protocol) if protocol in PROTOCOLS else len(PROTOCOLS)), protocol
 
 
-def _column_order(column: tuple[str, str, str]) -> tuple:
-    protocol, budget, metric = column
+def _column_order(column: tuple[str, str, str, str]) -> tuple:
+    protocol, eval_hash, budget, metric = column
     kind, amount = parse_budget(budget)
-    return _protocol_rank(protocol), ("per_class", "fraction", "none").index(kind), amount, metric.lower()
+    rank = ("per_class", "fraction", "none").index(kind)
+    return _protocol_rank(protocol), eval_hash, rank, amount, metric.lower()
 
 
-def _entry_order(entry: tuple[str, str, str]) -> tuple:
-    method = entry[0]
-    rank = BASELINES.index(method) + 1 if method in BASELINES else 0
-    return rank, entry
-
-
-def _decimals(value: float) -> int:
-    return 3 if abs(value) < 10 else 1 if abs(value) < 1000 else 0
+def _entry_order(a: Aggregate) -> tuple:
+    """Methods first, then the baselines in their fixed order; configurations of a method together."""
+    rank = BASELINES.index(a.method) + 1 if a.method in BASELINES else 0
+    return rank, a.method, a.entry
 
 
 def format_value(mean: float, interval: float | None) -> str:
     """``mean ± interval`` with a precision that suits the metric's scale (fractions or percent)."""
     if not math.isfinite(mean):
         return str(mean)
-    d = _decimals(mean)
+    d = decimals(mean)
     return f"{mean:.{d}f}" if interval is None else f"{mean:.{d}f} ± {interval:.{d}f}"
 
 
@@ -241,23 +131,43 @@ def _table_note(aggs: Sequence[Aggregate]) -> str:
     return SEGMENTATION_NOTE if segmentation and "image_stats" not in {a.method for a in segmentation} else ""
 
 
-def _table(table_id: str, title: str, aggs: Sequence[Aggregate]) -> Table:
-    columns = sorted({(a.protocol, a.budget, a.metric) for a in aggs}, key=_column_order)
-    entries = sorted({a.entry for a in aggs}, key=_entry_order)
-    by_cell = {(a.entry, (a.protocol, a.budget, a.metric)): a for a in aggs}
-    rows = [
-        (
-            *(Cell(part, part) for part in e),
-            *(_value_cell(by_cell[e, c]) if (e, c) in by_cell else Cell("", None) for c in columns),
-        )
-        for e in entries
+def _seed_count(aggs: Sequence[Aggregate]) -> str:
+    """The pretraining seeds behind one row ("2–3" where its cells differ; "-" for baselines)."""
+    if aggs[0].method in BASELINES:
+        return "-"
+    counts = sorted({a.n_pretrain_seeds for a in aggs if a.n_pretrain_seeds})
+    return "" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
+def _headers(columns: Sequence[tuple[str, str, str, str]]) -> list[str]:
+    """Column headers "protocol · budget · metric", with the eval hash where a protocol was measured
+    under several settings (their numbers are never pooled)."""
+    hashes: dict[str, set[str]] = defaultdict(set)
+    for protocol, eval_hash, _, _ in columns:
+        hashes[protocol].add(eval_hash)
+    return [
+        " · ".join(p for p in (protocol, budget, metric) if p)
+        + (f" · eval {eval_hash[:8] or 'unknown'}" if len(hashes[protocol]) > 1 else "")
+        for protocol, eval_hash, budget, metric in columns
     ]
-    headers = [" · ".join(p for p in col if p) for col in columns]
-    better = tuple("high" if higher_is_better(col[2]) else "low" for col in columns)
+
+
+def _table(table_id: str, title: str, aggs: Sequence[Aggregate]) -> Table:
+    columns = sorted({(a.protocol, a.eval_hash, a.budget, a.metric) for a in aggs}, key=_column_order)
+    by_entry: dict[tuple, list[Aggregate]] = defaultdict(list)
+    for a in sorted(aggs, key=_entry_order):
+        by_entry[a.entry].append(a)
+    rows = []
+    for entry, mine in by_entry.items():
+        by_column = {(a.protocol, a.eval_hash, a.budget, a.metric): a for a in mine}
+        labels = (*entry, _seed_count(mine))
+        values = (_value_cell(by_column[c]) if c in by_column else Cell("", None) for c in columns)
+        rows.append((*(Cell(label, label) for label in labels), *values))
+    better = tuple("high" if higher_is_better(col[3]) else "low" for col in columns)
     return Table(
         table_id,
         title,
-        (*LABEL_COLUMNS, *headers),
+        (*LABEL_COLUMNS, *_headers(columns)),
         ("",) * len(LABEL_COLUMNS) + better,
         tuple(rows),
         _table_note(aggs),
@@ -333,8 +243,9 @@ def aggregates_csv(aggs: Sequence[Aggregate]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for a in aggs:
-        text = [a.method, a.backbone, a.pretrain_data, a.eval_data, a.protocol, a.budget, a.metric]
-        numbers = [repr(a.mean), "" if a.interval is None else repr(a.interval), a.n_seeds]
+        text = [a.name if c == "configuration" else getattr(a, c) for c in CSV_TEXT_COLUMNS]
+        interval = "" if a.interval is None else repr(a.interval)
+        numbers = [repr(a.mean), interval, a.interval_covers, a.n_pretrain_seeds, a.n_label_seeds]
         writer.writerow([*map(spreadsheet_text, text), *numbers, a.mark])
     return buf.getvalue()
 
@@ -349,15 +260,31 @@ ONLINE_NOTE = (
 )
 
 
+VARIANCE_NOTE = (
+    "Each row is one configuration (a sweep's rows name the keys they vary); each cell is its mean "
+    "± the 95 % t-interval half-width. "
+    "With two or more pretraining runs of a configuration (seeds: `rsssl-pretrain -m seed=0,1,2 ...`), "
+    "each run is first averaged over its label seeds and the interval is over the pretraining seeds "
+    "(label-subset variance nested inside). "
+    "With one pretraining run, the interval covers label seeds only (which labelled subset, and the "
+    "protocol's own randomness), not pretraining. "
+    "A cell from one distinct evaluation (one label seed, or label seeds whose results are all identical, "
+    "such as a deterministic protocol on the whole training set) has no interval. "
+    f"Baselines ({', '.join(BASELINES)}) are not pretrained: their intervals cover label seeds "
+    "(and random_init's initialisation seeds, where it has several). "
+    "The `pretraining seeds` column counts the pretraining runs behind each row; "
+    "`leaderboard.csv` gives each cell's `n_pretrain_seeds`, `n_label_seeds` and `interval_covers`."
+)
+
+
 def _note(n_rows: int, source: str, command: str, generated_at: str, tables: Sequence[Table]) -> str:
     online = any(t.id.endswith("-online") for t in tables)
     return (
         f"Generated by `{command}` at {generated_at} from {n_rows} rows of `{source}`. "
         "Do not edit by hand: re-run the command.\n\n"
-        "Cells are mean ± 95 % t-interval half-width over seeds (seed counts in `leaderboard.csv`). "
-        f"{TIE_NOTE} Every header names its protocol. {ONLINE_NOTE + ' ' if online else ''}"
-        f"Baselines: {', '.join(BASELINES)}."
-    )
+        f"{VARIANCE_NOTE}\n\n"
+        f"{TIE_NOTE} Every header names its protocol. {ONLINE_NOTE if online else ''}"
+    ).rstrip()
 
 
 def _write_atomic(path: Path, text: str) -> Path:
@@ -377,15 +304,18 @@ def write_leaderboard(
     plots: bool = True,
     generated_at: str | None = None,
     metrics: Sequence[str] | None = HEADLINE_METRICS,
+    configs: Mapping[str, Mapping] | None = None,
 ) -> list[Path]:
     """Write LEADERBOARD.md, leaderboard.csv, leaderboard.html (and plots/*.png); return the paths.
 
     ``source`` and ``command`` only go into the note that says how the files were generated.
     Tables and plots show ``metrics`` (None = all); leaderboard.csv always has every metric.
+    ``configs`` (config hash -> config: the store's sidecar, ``read_configs``) names a sweep's rows
+    by the keys they vary; without it they are named by their config hash.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    aggs = aggregate(rows)
+    aggs = aggregate(rows, configs)
     shown = headline(aggs, metrics)
     tables = build_tables(shown)
     figures = label_efficiency_plots(shown, out / "plots") if plots else []

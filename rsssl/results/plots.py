@@ -11,7 +11,7 @@ backend switch), so this works headless and inside other programs.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from rsssl.results.store import BASELINES, parse_budget
 
 if TYPE_CHECKING:
-    from rsssl.results.leaderboard import Aggregate
+    from rsssl.results.aggregate import Aggregate
 
 _X_LABELS = {"per_class": "labelled samples per class", "fraction": "labelled fraction of training set (%)"}
 
@@ -42,12 +42,12 @@ def _slug(text: str) -> str:
 
 
 def _curves(aggs: Sequence[Aggregate]) -> dict[tuple, dict[tuple, list[tuple[float, Aggregate]]]]:
-    """Group by figure (eval data, protocol, metric, budget kind), then by line (method, backbone, data)."""
+    """Group by figure (eval data, protocol, eval hash, metric, budget kind), then by line (entry)."""
     figures: dict[tuple, dict[tuple, list]] = defaultdict(lambda: defaultdict(list))
     for a in aggs:
         kind, amount = parse_budget(a.budget)
         if kind != "none":
-            figures[a.eval_data, a.protocol, a.metric, kind][a.entry].append((amount, a))
+            figures[a.eval_data, a.protocol, a.eval_hash, a.metric, kind][a.entry].append((amount, a))
     return figures
 
 
@@ -56,12 +56,16 @@ def _draw(title: str, kind: str, metric: str, lines: dict[tuple, list[tuple[floa
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     xs = sorted({x for points in lines.values() for x, _ in points})
-    for entry in sorted(lines, key=lambda e: (e[0] in BASELINES, e)):
+
+    def baseline(entry: tuple) -> bool:
+        return lines[entry][0][1].method in BASELINES
+
+    for entry in sorted(lines, key=lambda e: (baseline(e), e)):
         points = sorted(lines[entry], key=lambda p: p[0])
         x = [p[0] for p in points]
         y = [p[1].mean for p in points]
         err = [p[1].interval or 0.0 for p in points]
-        style = "--" if entry[0] in BASELINES else "-"
+        style = "--" if baseline(entry) else "-"
         line = ax.errorbar(x, y, yerr=err, fmt=style, marker="o", capsize=3, label=" / ".join(entry)).lines[0]
         ax.fill_between(
             x,
@@ -83,16 +87,21 @@ def _draw(title: str, kind: str, metric: str, lines: dict[tuple, list[tuple[floa
 
 
 def label_efficiency_plots(aggs: Sequence[Aggregate], out_dir: Path) -> list[Plot]:
-    """Write one PNG per (eval data, protocol, metric, budget kind) that has any budget.
+    """Write one PNG per (eval data, protocol, eval hash, metric, budget kind) that has any budget.
 
-    PNGs left in ``out_dir`` by an earlier run that this run does not draw are removed, so the
-    folder never shows a figure the current results no longer support.
+    The eval hash shows in the title and file name only where one protocol was measured under
+    several settings. PNGs left in ``out_dir`` by an earlier run that this run does not draw are
+    removed, so the folder never shows a figure the current results no longer support.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    curves = _curves(aggs)
+    settings = Counter((data, protocol, metric, kind) for data, protocol, _, metric, kind in curves)
     plots = []
-    for (eval_data, protocol, metric, kind), lines in sorted(_curves(aggs).items()):
-        title = f"{eval_data} · {protocol} · {metric}" + (" (label fractions)" if kind == "fraction" else "")
-        path = out_dir / f"{_slug(f'{eval_data}_{protocol}_{metric}_{kind}')}.png"
+    for (eval_data, protocol, eval_hash, metric, kind), lines in sorted(curves.items()):
+        several = settings[eval_data, protocol, metric, kind] > 1
+        name = f"{protocol} eval {eval_hash[:8] or 'unknown'}" if several else protocol
+        title = f"{eval_data} · {name} · {metric}" + (" (label fractions)" if kind == "fraction" else "")
+        path = out_dir / f"{_slug(f'{eval_data}_{name}_{metric}_{kind}')}.png"
         _draw(title, kind, metric, lines).savefig(path)
         plots.append(Plot(path, title))
     for stale in set(out_dir.glob("*.png")) - {p.path for p in plots}:
