@@ -14,7 +14,9 @@ at GDAL_CACHE_MB unless the environment sets GDAL_CACHEMAX: GDAL's default (5 % 
 process) would fill with the blocks of every scene read.
 
 Validity: a pixel of a file holds data when any of its bands differs from the nodata value
-(and, for float pixels, is not NaN); a pixel of a scene, when every one of its files holds data
+(and, for float pixels, is not NaN) and its alpha bands and GDAL per-dataset mask (internal or
+``.msk``), where it has them, are non-zero there; alpha and mask bands are never data bands
+(an RGBA file has three bands). A pixel of a scene, when every one of its files holds data
 there, each judged at its own resolution (a coarse band's collar pixel makes the fine pixels in
 it invalid). The nodata value is the files' nodata tag, else the `nodata` argument, else 0 for
 unsigned integer pixels (the usual collar of Landsat/Sentinel scenes).
@@ -66,16 +68,17 @@ from rsssl.data.scene import DataError, Scene, Window
 MAX_OPEN_FILES = 4  # per process, at least; each open file holds ~8 MB of buffers (512^2-px 4-band blocks)
 GDAL_CACHE_MB = 64
 OVERVIEW_STRIP = 512  # rows per read of a validity overview
-VALIDITY_VERSION = 2  # of the cached validity overviews; 2: every file must hold data
+VALIDITY_VERSION = 3  # of the cached validity overviews; 2: every file must hold data; 3: alpha, masks
 RESAMPLING = ("bilinear", "nearest")  # data.resampling: how bands coarser than the scene grid are read
-_handles: OrderedDict[tuple[str, int], rasterio.DatasetReader] = OrderedDict()
+_handles: OrderedDict[tuple[str, int, tuple[int, ...], bool], rasterio.DatasetReader] = OrderedDict()
 _handles_pid: int | None = None
 
 
 def _dataset(info: FileInfo, keep: int) -> rasterio.DatasetReader:
     """This process's open handle of a file; the least recently used beyond `keep` handles close.
 
-    Handles are keyed by path and modification time, so a rewritten file is opened anew.
+    Handles are keyed by path, modification time and masks, so a rewritten file, or one given a
+    ``.msk`` mask since, is opened anew.
     """
     global _handles_pid
     if _handles_pid != os.getpid():  # first read of this process, e.g. of a forked worker
@@ -83,7 +86,7 @@ def _dataset(info: FileInfo, keep: int) -> rasterio.DatasetReader:
         _handles_pid = os.getpid()
         if "GDAL_CACHEMAX" not in os.environ:
             set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB * 2**20)
-    key = (info.path, info.mtime_ns)
+    key = (info.path, info.mtime_ns, info.alpha, info.masked)
     handle = _handles.pop(key, None)
     _handles[key] = handle if handle is not None else open_raster(info.path)
     while len(_handles) > keep:
@@ -249,6 +252,17 @@ class GeoTiffScene(Scene):
             selected.transform = transform if self.transform is not None else None
         return selected
 
+    def _reading(self, info: FileInfo, read: Callable[[rasterio.DatasetReader], np.ndarray]) -> np.ndarray:
+        """`read` of the file's open handle; DataError naming the file when GDAL cannot read it."""
+        try:
+            return read(_dataset(info, max(MAX_OPEN_FILES, len(self.record.files))))
+        except RasterioError as err:
+            cause = err.__cause__ or err
+            raise DataError(
+                f"reading {info.path} failed ({cause}): the file looks truncated or corrupt; "
+                "re-export it (e.g. gdal_translate) or remove it from the folder"
+            ) from err
+
     def _read(
         self,
         info: FileInfo,
@@ -258,20 +272,38 @@ class GeoTiffScene(Scene):
     ) -> np.ndarray:
         """Bands `indexes` of a file over `window` of its pixels (as len(indexes) x `shape`, nearest)."""
         shape = shape or (round(window.height), round(window.width))
-        try:
-            return _dataset(info, max(MAX_OPEN_FILES, len(self.record.files))).read(
+        return self._reading(
+            info,
+            lambda ds: ds.read(
                 indexes=indexes,
                 window=window,
                 out_shape=(len(indexes), *shape),
                 out_dtype=self.dtype,
                 resampling=Resampling.nearest,
-            )
-        except RasterioError as err:
-            cause = err.__cause__ or err
-            raise DataError(
-                f"reading {info.path} failed ({cause}): the file looks truncated or corrupt; "
-                "re-export it (e.g. gdal_translate) or remove it from the folder"
-            ) from err
+            ),
+        )
+
+    def _read_mask(self, info: FileInfo, window: RioWindow, shape: tuple[int, int]) -> np.ndarray:
+        """The file's GDAL per-dataset mask (0 where it has no data) over `window` as `shape`, nearest."""
+        return self._reading(
+            info,
+            lambda ds: ds.read_masks(
+                info.bands[0], window=window, out_shape=shape, resampling=Resampling.nearest
+            ),
+        )
+
+    def _read_with_validity(
+        self, info: FileInfo, indexes: list[int], window: RioWindow, shape: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bands `indexes` of a file over `window` (as `_read`) and, h x w, where the file holds
+        data there: some band is not nodata, every alpha band is non-zero (read with the bands, so
+        each block is decoded once) and so is the per-dataset mask when the file has one."""
+        pixels = self._read(info, [*indexes, *info.alpha], window, shape)
+        data, alpha = pixels[: len(indexes)], pixels[len(indexes) :]
+        valid = _validity(data, self.nodata) & (alpha != 0).all(axis=0)
+        if info.masked:
+            valid &= self._read_mask(info, window, data.shape[1:]) != 0
+        return data, valid
 
     def _source_window(self, info: FileInfo, window: Window) -> RioWindow:
         """`window` of the scene grid in the pixels of `info` (fractional for a coarser file)."""
@@ -309,18 +341,21 @@ class GeoTiffScene(Scene):
         cols = _centres(source.col_off, source.width, shape[1])
         row0, row1 = _support(rows, info.height)
         col0, col1 = _support(cols, info.width)
-        pixels = self._read(info, indexes, RioWindow(col0, row0, col1 - col0, row1 - row0))
-        values = masked_bilinear(pixels, _validity(pixels, self.nodata), rows - row0, cols - col0)
+        pixels, valid = self._read_with_validity(
+            info, indexes, RioWindow(col0, row0, col1 - col0, row1 - row0)
+        )
+        values = masked_bilinear(pixels, valid, rows - row0, cols - col0)
         return _cast(values, self.dtype)
 
     def _valid(self, window: Window, shape: tuple[int, int]) -> np.ndarray:
         """Validity over `window` of the scene grid as `shape` (nearest): a pixel holds data only
-        where every file does at its own resolution (a file: where any of its bands does)."""
+        where every file does at its own resolution (a file: where any of its bands does, inside
+        its alpha and mask)."""
         valid = np.ones(shape, dtype=bool)
         for number, items in self._files().items():
             info = self.record.files[number]
-            pixels = self._read(info, [i for _, i in items], self._source_window(info, window), shape)
-            valid &= _validity(pixels, self.nodata)
+            source = self._source_window(info, window)
+            valid &= self._read_with_validity(info, [i for _, i in items], source, shape)[1]
         return valid
 
     def _check(self, window: Window) -> None:

@@ -1,8 +1,8 @@
 """The index of a folder of GeoTIFF scenes: built once, cached, never the pixels.
 
 Indexing opens every file once for its header (size, georeference, bands, dtype, nodata,
-date) and groups the files into scenes: a scene is one multi-band file, or one single-band
-file per band named ``<scene id>_B<n>`` the way Landsat and Sentinel-2 are distributed
+masks, date) and groups the files into scenes: a scene is one multi-band file, or one
+single-band file per band named ``<scene id>_B<n>`` the way Landsat and Sentinel-2 are distributed
 (``LC08_..._B4.TIF``, Collection-2 ``LC08_..._SR_B4.TIF`` / ``..._ST_B10.TIF``, Sentinel-2
 ``T33UUP_..._B8A.jp2`` and L2A ``R10m/T33UUP_..._B04_10m.jp2``; the ``R10m``/``R20m``/``R60m``
 folders of one product are one scene, a band given at several resolutions is read from its
@@ -10,9 +10,15 @@ finest file). Other files of such a scene (``_QA_PIXEL``, ``_SCL_20m``, ``_TCI``
 are left out, with a warning that lists them. Bands of one scene at different resolutions share
 one pixel grid: the finest resolution over the footprint all of them cover.
 
-The index is cached as JSON in the cache dir under a key made of the identity (path, size,
-modification time) of every file of the folder, so a later run builds its scenes without
-opening a file, and adding, removing or rewriting a file gives a new key. Paths are stored
+Alpha bands (colour interpretation alpha, as in an RGBA orthomosaic) and a GDAL per-dataset
+mask (internal, or a ``.msk`` sidecar) are validity, never data bands: a file's bands are its
+other bands, so an RGBA file has three, and reads judge a pixel valid only where the alpha
+band and the mask are non-zero (`rsssl.data.geotiff`).
+
+The index is cached as JSON in the cache dir under a key made of the index version and the
+identity (path, size, modification time) of every file of the folder and of its sidecars
+(``.msk`` masks, ``.aux.xml`` metadata), so a later run builds its scenes without opening a
+file, and adding, removing or rewriting a file or a sidecar gives a new key. Paths are stored
 absolute, under the resolved root, so a run from another working directory reads the same
 files. Validity overviews, which decode every block of a scene, are cached next to it as
 compressed arrays.
@@ -34,13 +40,17 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from rsssl.data.cache import read_cached, write_atomic
 from rsssl.data.scene import DataError
 
-INDEX_VERSION = 3  # 2: Landsat C2 / Sentinel-2 L2A band files, left-out files; 3: absolute paths
+# 2: Landsat C2 / Sentinel-2 L2A band files, left-out files; 3: absolute paths; 4: alpha bands and
+# GDAL masks are validity, not bands
+INDEX_VERSION = 4
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2")
+SIDECARS = (".msk", ".aux.xml")  # GDAL reads a file's mask and metadata from these, appended to its name
 NATIVE_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 # <scene id>_[SR_|ST_]B<n>[A][_<resolution>m]: Landsat (C1, C2 SR/ST) and Sentinel-2 (L1C, L2A) band files
 BAND_FILE = re.compile(r"^(?P<scene>.+?)_(?:(?:SR|ST)_)?(?P<band>B\d{1,2}A?)(?:_\d+m)?$", re.IGNORECASE)
@@ -111,13 +121,21 @@ def grid_bounds(transform: Transform, height: int, width: int) -> Bounds:
 
 @dataclass(frozen=True)
 class FileInfo:
-    """The header of one GeoTIFF file (and its modification time, which tells a rewritten file)."""
+    """The header of one GeoTIFF file (and its modification time, which tells a rewritten file).
+
+    `bands` are the 1-based indexes of its data bands, and `dtypes` and `descriptions` theirs;
+    `alpha` the indexes of its alpha bands and `masked` whether it has a GDAL per-dataset mask,
+    both validity, not data.
+    """
 
     path: str
     height: int
     width: int
+    bands: tuple[int, ...]
     dtypes: tuple[str, ...]
     descriptions: tuple[str | None, ...]
+    alpha: tuple[int, ...]
+    masked: bool
     crs: str | None
     transform: Transform
     nodata: float | None
@@ -134,16 +152,37 @@ class FileInfo:
         return parse_date(Path(self.path).name) or parse_date(self.datetime)
 
 
+def alpha_bands(colorinterp: Sequence[ColorInterp]) -> tuple[int, ...]:
+    """1-based indexes of the bands whose colour interpretation is alpha."""
+    return tuple(i + 1 for i, interp in enumerate(colorinterp) if interp == ColorInterp.alpha)
+
+
+def has_dataset_mask(flags: Sequence[MaskFlags]) -> bool:
+    """Whether a data band's GDAL mask flags name a per-dataset mask of its own (internal or
+    ``.msk``); one derived from an alpha band is not, as the alpha band is read directly."""
+    return MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags
+
+
 def read_file_info(path: str | Path) -> FileInfo:
     """Open `path` once and read its header; DataError naming the file when it is no raster."""
     try:
         with open_raster(path) as ds:
+            alpha = alpha_bands(ds.colorinterp)
+            bands = tuple(i for i in range(1, ds.count + 1) if i not in alpha)
+            if not bands:
+                raise DataError(
+                    f"{path}: every band is an alpha band, so it holds no data; fix its colour "
+                    "interpretation (gdal_edit.py -colorinterp_1 gray FILE) or remove it from the folder"
+                )
             return FileInfo(
                 path=str(path),
                 height=ds.height,
                 width=ds.width,
-                dtypes=tuple(ds.dtypes),
-                descriptions=tuple(ds.descriptions),
+                bands=bands,
+                dtypes=tuple(ds.dtypes[i - 1] for i in bands),
+                descriptions=tuple(ds.descriptions[i - 1] for i in bands),
+                alpha=alpha,
+                masked=has_dataset_mask(ds.mask_flag_enums[bands[0] - 1]),
                 crs=ds.crs.to_string() if ds.crs else None,
                 transform=tuple(float(v) for v in tuple(ds.transform)[:6]),
                 nodata=ds.nodata,
@@ -189,7 +228,7 @@ def file_record(info: FileInfo, name: str) -> SceneRecord:
     return SceneRecord(
         name=name,
         files=(info,),
-        layers=tuple((0, i + 1) for i in range(len(info.dtypes))),
+        layers=tuple((0, i) for i in info.bands),
         band_names=info.descriptions,
         height=info.height,
         width=info.width,
@@ -270,7 +309,7 @@ def band_files_record(name: str, bands: list[tuple[str, FileInfo]]) -> SceneReco
     return SceneRecord(
         name=name,
         files=tuple(infos),
-        layers=tuple((i, 1) for i in range(len(infos))),
+        layers=tuple((i, info.bands[0]) for i, info in enumerate(infos)),
         band_names=tuple(names),
         height=height,
         width=width,
@@ -358,9 +397,20 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.absolute()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def folder_identity(root: Path) -> list[dict[str, Any]]:
-    """The identity of every GeoTIFF of a folder."""
-    return [file_identity(p) for p in geotiff_paths(root)]
+def index_identity(paths: Sequence[Path]) -> dict[str, Any]:
+    """What the index of these files is built from: the index version and the identity of every
+    file and of its sidecars, so a ``.msk`` added next to an unchanged file changes it too."""
+    sidecars = [Path(f"{p}{suffix}") for p in paths for suffix in SIDECARS]
+    return {
+        "version": INDEX_VERSION,
+        "files": [file_identity(p) for p in paths],
+        "sidecars": [file_identity(p) for p in sidecars if p.is_file()],
+    }
+
+
+def folder_identity(root: Path) -> dict[str, Any]:
+    """The index identity of a folder's GeoTIFFs (a new index version also gives a new one)."""
+    return index_identity(geotiff_paths(root))
 
 
 def _tuples(value: Any) -> Any:
@@ -412,7 +462,7 @@ def _cached_index(root: Path, paths: list[Path], cache_dir: str | Path | None) -
     if cache_dir is None:
         records, left_out = build_records(root, paths)
         return FolderIndex(root, tuple(records), None, tuple(left_out))
-    identity = {"version": INDEX_VERSION, "files": [file_identity(p) for p in paths]}
+    identity = index_identity(paths)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"geotiff-index-{key}.json"
     cached = read_cached(cache, lambda path: _index_from_json(root, path))

@@ -19,9 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import Sampler
 
-from rsssl.data.scene import DataError, Scene, Window
+from rsssl.data.scene import DataError, Scene, Window, pixel_sizes
 
 UNITS = ("px", "m")
+# fixes for metres that do not convert, besides giving the setting in pixels
+GEOREFERENCE_FIX = "use georeferenced scenes"
+CRS_FIX = "give it a projected CRS (a GeoTIFF: gdal_edit.py -a_srs EPSG:<code> FILE)"
+REPROJECT_FIX = "reproject it to a projected CRS in metres or feet (gdalwarp -t_srs EPSG:<code>)"
+SQUARE_FIX = "resample it to square pixels (gdalwarp -tr <size> <size>)"
 
 
 @dataclass(frozen=True)
@@ -117,20 +122,27 @@ def _check_units(units: str, key: str) -> None:
         raise DataError(f"{key}={units!r}: choose px (pixels) or m (metres)")
 
 
-def _metres_per_pixel(scene: Scene, key: str, units_key: str) -> float:
-    """The scene's pixel size in metres, or a DataError when it has none in metres."""
-    size = scene.pixel_size
-    if size is None:
-        raise DataError(
-            f"{key} is in metres but scene {scene.name!r} has no georeference, so its pixel size is "
-            f"unknown: give {key} in pixels ({units_key}=px) or use georeferenced scenes"
-        )
-    if scene.crs is not None and _is_geographic(scene.crs):
-        raise DataError(
-            f"{key} is in metres but scene {scene.name!r} is in a geographic CRS ({scene.crs}, pixel "
-            f"size {size:g} degrees): give {key} in pixels ({units_key}=px) or reproject the scenes"
-        )
-    return size
+def _refusal(scene: Scene, key: str, units_key: str, problem: str, fix: str) -> DataError:
+    """The DataError for `key` in metres on a scene whose pixels have no size in metres: it names
+    the scene (and its files) and the fixes, pixels or `fix`."""
+    paths = getattr(scene, "paths", ())
+    files = f" ({', '.join(paths)})" if paths else ""
+    return DataError(
+        f"{key} is in metres but scene {scene.name!r}{files} {problem}: give {key} in pixels "
+        f"({units_key}=px) or {fix}"
+    )
+
+
+def _metres_per_unit(crs: str) -> float | None:
+    """Metres per map unit of a projected CRS (1 for metres, 0.3048006096 for US survey feet);
+    None for a geographic CRS, one without a linear unit, or one rasterio cannot read."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return float(CRS.from_string(crs).linear_units_factor[1])
+    except CRSError:
+        return None
 
 
 def _is_geographic(crs: str) -> bool:
@@ -143,9 +155,37 @@ def _is_geographic(crs: str) -> bool:
         return False
 
 
+def _metres_per_pixel(scene: Scene, key: str, units_key: str) -> float:
+    """The side of the scene's pixels in metres: their true size in map units (`pixel_sizes`, a
+    rotated grid's too) times the CRS's metres per unit. DataError naming the scene and the fix
+    when the pixels have no size in metres, or are not square (tiles and radii are square)."""
+    if scene.transform is None:
+        problem = "has no georeference, so its pixel size is unknown"
+        raise _refusal(scene, key, units_key, problem, GEOREFERENCE_FIX)
+    width, height = pixel_sizes(scene.transform)
+    if scene.crs is None:
+        problem = f"has no CRS, so the unit of its pixel size {width:g} is unknown"
+        raise _refusal(scene, key, units_key, problem, CRS_FIX)
+    metres = _metres_per_unit(scene.crs)
+    if metres is None:
+        problem = (
+            f"is in a geographic CRS ({scene.crs}), its pixel size {width:g} is in degrees"
+            if _is_geographic(scene.crs)
+            else f"has a CRS without a linear unit ({scene.crs})"
+        )
+        raise _refusal(scene, key, units_key, problem, REPROJECT_FIX)
+    if not math.isclose(width, height, rel_tol=1e-6):
+        problem = (
+            f"has non-square pixels ({width * metres:g} x {height * metres:g} m), but tiles and the "
+            "neighbourhood are square in pixels"
+        )
+        raise _refusal(scene, key, units_key, problem, SQUARE_FIX)
+    return width * metres
+
+
 def neighbour_radii(scenes: Sequence[Scene], radius: float, units: str) -> tuple[int, ...]:
     """The neighbourhood D in whole pixels for each scene (rounded down, so a neighbour is never
-    further than D); metres are converted with each scene's pixel size."""
+    further than D); metres are converted with each scene's pixel size in metres."""
     _check_units(units, "data.neighbor_units")
     radii = []
     for scene in scenes:
@@ -165,7 +205,8 @@ def neighbour_radii(scenes: Sequence[Scene], radius: float, units: str) -> tuple
 
 
 def tile_pixels(scenes: Sequence[Scene], value: int | float, units: str, key: str) -> int:
-    """A tile size or stride in pixels: the same for every scene, since tiles must stack."""
+    """A tile size or stride in pixels: the same for every scene, since tiles must stack; metres
+    are converted with each scene's pixel size in metres and rounded to the nearest pixel."""
     _check_units(units, "data.tile_units")
     if units == "px":
         return int(value)

@@ -9,6 +9,7 @@ the CPU side.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,14 @@ class Window:
     col: int
     height: int
     width: int
+
+
+def pixel_sizes(transform: Sequence[float]) -> tuple[float, float]:
+    """Width and height of a pixel of affine `transform` (a, b, c, d, e, f) in map units: the
+    lengths of its column step (a, d) and row step (b, e), so a rotated grid's pixels keep their
+    true size (|a| alone shrinks them by the cosine of the rotation)."""
+    a, b, _, d, e, _ = transform
+    return math.hypot(a, d), math.hypot(b, e)
 
 
 class Scene(ABC):
@@ -87,10 +96,11 @@ class Scene(ABC):
 
     @property
     def pixel_size(self) -> float | None:
-        """Ground size of one pixel in map units, or None without a georeference."""
+        """Width of one pixel in map units (the CRS's: metres, US feet, degrees; see
+        `pixel_sizes`), or None without a georeference."""
         if self.transform is None:
             return None
-        return float(abs(self.transform[0]))
+        return pixel_sizes(self.transform)[0]
 
 
 class ArrayScene(Scene):

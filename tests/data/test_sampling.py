@@ -18,6 +18,7 @@ from rsssl.data.tiles import TileDataset, build_tile_index
 from tests.helpers.problems import ListSource
 
 GEO = (10.0, 0.0, 500_000.0, 0.0, -10.0, 4_000_000.0)  # 10 m pixels, north up
+UTM = "EPSG:32618"  # the CRS of GEO scenes: metres convert to pixels only through a projected CRS
 
 
 class CountingScene(ArrayScene):
@@ -34,7 +35,10 @@ class CountingScene(ArrayScene):
 
 def ramp_scene(name="s", height=96, width=80, dates=1, transform=None, cls=ArrayScene):
     pixels = np.arange(dates * 2 * height * width, dtype=np.uint16).reshape(dates, 2, height, width)
-    return cls(name, pixels, dates=tuple(f"2020-0{t + 1}-01" for t in range(dates)), transform=transform)
+    crs = UTM if transform is not None else None
+    return cls(
+        name, pixels, dates=tuple(f"2020-0{t + 1}-01" for t in range(dates)), transform=transform, crs=crs
+    )
 
 
 def datamodule(scenes, keys, tile_size=16, **settings):
