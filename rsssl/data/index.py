@@ -157,6 +157,19 @@ def alpha_bands(colorinterp: Sequence[ColorInterp]) -> tuple[int, ...]:
     return tuple(i + 1 for i, interp in enumerate(colorinterp) if interp == ColorInterp.alpha)
 
 
+def data_bands(path: str | Path, colorinterp: Sequence[ColorInterp], remove_from: str) -> tuple[int, ...]:
+    """1-based indexes of a raster's bands that are not alpha; DataError naming the file and the
+    fix when every band is alpha (`remove_from` says where the user would remove it from)."""
+    alpha = alpha_bands(colorinterp)
+    bands = tuple(i for i in range(1, len(colorinterp) + 1) if i not in alpha)
+    if not bands:
+        raise DataError(
+            f"{path}: every band is an alpha band, so it holds no data; fix its colour interpretation "
+            f"(gdal_edit.py -colorinterp_1 gray FILE) or remove it from {remove_from}"
+        )
+    return bands
+
+
 def has_dataset_mask(flags: Sequence[MaskFlags]) -> bool:
     """Whether a data band's GDAL mask flags name a per-dataset mask of its own (internal or
     ``.msk``); one derived from an alpha band is not, as the alpha band is read directly."""
@@ -168,12 +181,7 @@ def read_file_info(path: str | Path) -> FileInfo:
     try:
         with open_raster(path) as ds:
             alpha = alpha_bands(ds.colorinterp)
-            bands = tuple(i for i in range(1, ds.count + 1) if i not in alpha)
-            if not bands:
-                raise DataError(
-                    f"{path}: every band is an alpha band, so it holds no data; fix its colour "
-                    "interpretation (gdal_edit.py -colorinterp_1 gray FILE) or remove it from the folder"
-                )
+            bands = data_bands(path, ds.colorinterp, "the folder")
             return FileInfo(
                 path=str(path),
                 height=ds.height,

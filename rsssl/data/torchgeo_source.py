@@ -24,11 +24,21 @@ uint8/uint16 (float files stay float32) with no float work, and torchgeo resampl
 nearest neighbour: values are never interpolated, and a coarse query (`valid_overview`) picks
 pixels like the GeoTIFF source's. Files of different dtypes are all read in the widest of
 them (uint8 and uint16 files as uint16; with a float file, float32), with a warning; a file of
-a narrower dtype is opened through a VRT of the wide one, so a mosaic whose first file is
-narrower cannot wrap the others' values. A pixel holds data when any band differs from the
-nodata value of the file read at that date (0 when untagged: torchgeo fills areas without files
-with it); the band files of one index row must share it. A multi-date scene is valid where
-every date holds data.
+a narrower dtype is read through a `FileView` that casts it to the wide one, so a mosaic whose
+first file is narrower cannot wrap the others' values. A pixel holds data when any band differs
+from the nodata value of the file read at that date (0 when untagged: torchgeo fills areas
+without files with it); the band files of one index row must share it. A multi-date scene is
+valid where every date holds data.
+
+Alpha bands and masks, as in the GeoTIFF source: alpha bands (colour interpretation alpha) and a
+GDAL per-dataset mask (internal or ``.msk``) are validity, never data bands, so an RGBA file
+has three bands, and a pixel holds data only where they are non-zero. torchgeo's mosaic
+(rasterio.merge) copies only the pixels GDAL's masks let through and leaves the others at the
+nodata value, so they are invalid. GDAL's masks hold the per-dataset mask, but the alpha only of
+RGBA and gray+alpha files without a nodata tag or mask, so a `FileView` adds every alpha band.
+A file in another CRS than the dataset's (or on a rotated grid) is warped by GDAL's warper,
+which honours only one of alpha, nodata and mask: such a file with an alpha band and a nodata
+tag or mask is refused, with the fix.
 
 Workers: scenes share one `TorchGeoReader`, which pickles with its dataset and drops
 torchgeo's cached file handles in a forked worker (an inherited GDAL handle must not be shared
@@ -47,6 +57,7 @@ import inspect
 import logging
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -58,13 +69,23 @@ import rasterio
 import torch
 from pyproj import CRS
 from pyproj.exceptions import CRSError
+from rasterio.enums import Resampling
+from rasterio.errors import NodataShadowWarning
 from rasterio.vrt import WarpedVRT
 from torchgeo.datasets import DatasetNotFoundError, RasterDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from rsssl.data.bands import name_bands
 from rsssl.data.geotiff import _validity
-from rsssl.data.index import differing_values, file_identity, pixel_dtype
+from rsssl.data.index import (
+    SIDECARS,
+    alpha_bands,
+    data_bands,
+    differing_values,
+    file_identity,
+    has_dataset_mask,
+    pixel_dtype,
+)
 from rsssl.data.scene import DataError, Scene, Window
 from rsssl.data.sources import Source
 from rsssl.data.tiles import TileIndex
@@ -136,19 +157,24 @@ def _not_found(dataset: RasterDataset, paths: list[str]) -> DataError:
 
 @functools.cache
 def native_class(cls: type[RasterDataset]) -> type[RasterDataset]:
-    """`cls` handing pixels over in its instance's `native_dtype` (a numpy dtype), not float32.
+    """`cls` handing pixels over in its instance's `native_dtype` (a numpy dtype), not float32,
+    with alpha bands as validity (`headers`: path -> FileHeader, set by `TorchGeoReader`).
 
-    A file of another dtype is opened through a VRT of `native_dtype`: rasterio's mosaic takes
-    its dtype from the first file, which must not be a narrower one."""
+    A file of another dtype, or with alpha bands, is read through a `FileView`: rasterio's
+    mosaic takes its dtype from the first file, which must not be a narrower one."""
 
     def reduce(self: RasterDataset) -> tuple:
         return _rebuild, (cls, self.__dict__)
 
-    def load_warp_file(self: RasterDataset, filepath: str) -> rasterio.io.DatasetReader | WarpedVRT:
+    def load_warp_file(self: RasterDataset, filepath: str) -> rasterio.io.DatasetReader | FileView:
         handle = cls._load_warp_file(self, filepath)
-        if np.dtype(handle.dtypes[0]) == self.native_dtype:
-            return handle
-        return WarpedVRT(handle, dtype=self.native_dtype.name)
+        header = self.headers[filepath]
+        if isinstance(handle, WarpedVRT) and not header.warp_keeps_validity:
+            handle.close()
+            raise _lossy_warp(self, filepath, header)
+        if header.alpha or np.dtype(handle.dtypes[0]) != self.native_dtype:
+            return FileView(handle, header, self.native_dtype)
+        return handle
 
     members = {
         "dtype": property(lambda self: TORCH_DTYPES[self.native_dtype]),
@@ -205,19 +231,113 @@ def read_files(dataset: RasterDataset, filepath: str) -> list[str]:
 
 
 class FileHeader(NamedTuple):
-    """What the reader needs of one file: the dtype reads return, nodata, band descriptions."""
+    """What the reader needs of one file: the dtype reads return, nodata, the descriptions of
+    the data bands read (`bands`, 1-based), its alpha bands and whether it has a GDAL
+    per-dataset mask (both validity, not data)."""
 
     dtype: np.dtype
     nodata: float | None
     descriptions: tuple[str | None, ...]
+    bands: tuple[int, ...]
+    alpha: tuple[int, ...]
+    masked: bool
+
+    @property
+    def warp_keeps_validity(self) -> bool:
+        """Whether GDAL's warper keeps all of the file's validity: it honours one of an alpha
+        band, a nodata value and a mask only."""
+        return not (self.alpha and (self.nodata is not None or self.masked))
 
 
-def read_header(path: str, band_indexes: Sequence[int] | None) -> FileHeader:
-    """The header of the bands `band_indexes` (1-based; all when None) of `path`."""
+def read_header(path: str, band_indexes: Sequence[int] | None, all_bands: Sequence[str] = ()) -> FileHeader:
+    """The header of the bands `band_indexes` (1-based, as torchgeo picks them from `all_bands`;
+    every band but the alpha bands when None) of `path`; DataError when they name an alpha band
+    or the file has no other band."""
     with rasterio.open(path) as src:
-        indexes = band_indexes or range(1, src.count + 1)
-        dtype = pixel_dtype(path, tuple(src.dtypes[i - 1] for i in indexes))
-        return FileHeader(dtype, src.nodata, tuple(src.descriptions[i - 1] for i in indexes))
+        alpha = alpha_bands(src.colorinterp)
+        bands = tuple(band_indexes or data_bands(path, src.colorinterp, "data.paths"))
+        named_alpha = [i for i in bands if i in alpha]
+        if named_alpha:
+            data_names = ", ".join(n for i, n in enumerate(all_bands, 1) if i not in alpha)
+            raise DataError(
+                f"data.all_bands names band {named_alpha[0]} of {path} ({all_bands[named_alpha[0] - 1]!r}), "
+                f"but it is its alpha band: validity, not data; name its data bands only "
+                f"(data.all_bands=[{data_names}])"
+            )
+        return FileHeader(
+            dtype=pixel_dtype(path, tuple(src.dtypes[i - 1] for i in bands)),
+            nodata=src.nodata,
+            descriptions=tuple(src.descriptions[i - 1] for i in bands),
+            bands=bands,
+            alpha=alpha,
+            masked=has_dataset_mask(src.mask_flag_enums[bands[0] - 1]),
+        )
+
+
+class FileView:
+    """A file's handle as torchgeo's mosaic (rasterio.merge) should read it: its data bands
+    (`header.bands`) only, cast to `dtype`, and in masked reads masked where any alpha band is 0
+    as well as where GDAL masks them (nodata, or the per-dataset mask), since GDAL makes a mask
+    of the alpha of RGBA and gray+alpha files only, and only without a nodata tag or mask."""
+
+    def __init__(self, handle: rasterio.io.DatasetReader | WarpedVRT, header: FileHeader, dtype: np.dtype):
+        self.handle = handle
+        self.header = header
+        self.dtype = dtype
+
+    def __getattr__(self, name: str) -> object:
+        """What the mosaic reads besides bands and pixels (bounds, transform, crs, nodatavals)."""
+        return getattr(self.handle, name)
+
+    @property
+    def count(self) -> int:
+        return len(self.header.bands)
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        return (self.dtype.name,) * self.count
+
+    def read(
+        self,
+        indexes: Sequence[int] | None = None,
+        masked: bool = False,
+        window: rasterio.windows.Window | None = None,
+        out_shape: tuple[int, int, int] | None = None,
+        resampling: Resampling = Resampling.nearest,
+    ) -> np.ndarray:
+        """Bands `indexes` (the data bands when None) as rasterio reads them, in `dtype`."""
+        indexes = list(indexes or self.header.bands)
+        with warnings.catch_warnings():  # "nodata shadows the alpha band": the alpha is added below
+            warnings.simplefilter("ignore", NodataShadowWarning)
+            data = self.handle.read(
+                indexes, masked=masked, window=window, out_shape=out_shape, resampling=resampling
+            )
+        data = data.astype(self.dtype, copy=False)
+        if not (masked and self.header.alpha):
+            return data
+        shape = (len(self.header.alpha), *data.shape[1:])
+        alpha = self.handle.read(
+            list(self.header.alpha), window=window, out_shape=shape, resampling=Resampling.nearest
+        )
+        return np.ma.array(data, mask=np.ma.getmaskarray(data) | (alpha == 0).any(axis=0))
+
+
+def _lossy_warp(dataset: RasterDataset, path: str, header: FileHeader) -> DataError:
+    """The refusal of a file torchgeo must warp although it has an alpha band and a nodata tag or
+    a mask, of which GDAL's warper (torchgeo's WarpedVRT) honours one only."""
+    sidecar = Path(f"{path}.msk")
+    if header.nodata is not None:
+        other, fix = "nodata value", f"drop the nodata tag (gdal_edit.py -unsetnodata {path})"
+    elif sidecar.exists():
+        other, fix = "GDAL mask", f"delete {sidecar}"
+    else:
+        other, fix = "GDAL mask", f"re-export it without the mask (gdal_translate -mask none {path} OUT.tif)"
+    return DataError(
+        f"{path}: torchgeo must warp it to the dataset CRS ({dataset.crs.to_string()}) to read it, but it "
+        f"has an alpha band and a {other}, and torchgeo's warp honours only one of them: {fix} so the "
+        "alpha alone marks the data, or read the folder with data=geotiff, which reads every file in "
+        "its own CRS"
+    )
 
 
 def widest_dtype(dtypes: Iterable[np.dtype]) -> np.dtype:
@@ -261,13 +381,19 @@ class TorchGeoReader:
         rows = list(dataset.index.filepath)
         files = {row: read_files(dataset, row) for row in rows}
         indexes = getattr(dataset, "band_indexes", None)
-        headers = {path: read_header(path, indexes) for paths in files.values() for path in paths}
+        headers = {
+            path: read_header(path, indexes, dataset.all_bands) for paths in files.values() for path in paths
+        }
         self.dtype = widest_dtype(header.dtype for header in headers.values())
         self.nodata = {row: row_nodata(row, {p: headers[p].nodata for p in files[row]}) for row in rows}
         raw = tuple(dataset.bands) or headers[rows[0]].descriptions
         self.bands = name_bands(raw, band_preset, rows[0])
         self.files = tuple(headers)
         dataset.native_dtype = self.dtype
+        dataset.headers = headers
+        for path, header in headers.items():  # refuse now, not in a worker, what a warp would lose
+            if not header.warp_keeps_validity:
+                dataset._load_warp_file(path).close()
         self._pid = os.getpid()
 
     def query(self, bounds: Bounds, res: tuple[float, float], interval: Interval) -> np.ndarray:
@@ -422,11 +548,18 @@ class TorchGeoSource(Source):
     def load(self) -> list[Scene]:
         return list(index_scenes(self.reader, self.group_dates))
 
+    def _sidecars(self) -> list[Path]:
+        """The ``.msk`` masks and ``.aux.xml`` metadata GDAL reads beside the files (a new mask
+        changes validity, so the statistics too)."""
+        paths = (Path(f"{p}{suffix}") for p in self.reader.files for suffix in SIDECARS)
+        return [p for p in paths if p.is_file()]
+
     def describe(self) -> dict:
         dataset = self.reader.dataset
         return {
             "torchgeo": self.dataset_class,
             "files": [file_identity(Path(p)) for p in self.reader.files],
+            "sidecars": [file_identity(p) for p in self._sidecars()],
             "bands": list(self.reader.bands),
             "res": list(dataset.res),
             "crs": dataset.crs.to_string(),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rsssl.data.index import data_bands
 from rsssl.data.scene import ArrayScene, DataError
 from rsssl.data.synthetic import make_synthetic_scenes
 from rsssl.data.tiles import TileIndex, build_tile_index
@@ -32,7 +33,7 @@ SYNTHETIC_TEST_SEED_OFFSET = 200_003
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg")
 RASTERIO_SUFFIXES = (".tif", ".tiff")
 _RGB = ("red", "green", "blue")
-_PILLOW_BANDS = {"L": 1, "I;16": 1, "LA": 2, "RGB": 3, "RGBA": 4}  # decoded mode -> band count
+_PILLOW_BANDS = {"L": 1, "I;16": 1, "RGB": 3}  # decoded mode -> band count
 
 
 # --- synthetic scenes -------------------------------------------------------------------------
@@ -107,14 +108,16 @@ def _header(path: Path) -> tuple[int, int, int, np.dtype, tuple[str, ...] | None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                dtypes = set(src.dtypes)
+                bands = _tif_bands(src, path)
+                dtypes = {src.dtypes[i - 1] for i in bands}
                 if len(dtypes) != 1 or not dtypes <= {"uint8", "uint16"}:
                     raise DataError(
                         f"{path} has pixel type {', '.join(sorted(dtypes))}: image folders hold uint8 or "
                         "uint16 images; rescale it (e.g. gdal_translate -ot UInt16 -scale) or remove it"
                     )
-                names = tuple(src.descriptions) if all(src.descriptions) else None
-                return src.count, src.height, src.width, np.dtype(dtypes.pop()), names
+                descriptions = tuple(src.descriptions[i - 1] for i in bands)
+                names = descriptions if all(descriptions) else None
+                return len(bands), src.height, src.width, np.dtype(dtypes.pop()), names
     from PIL import Image
 
     with Image.open(path) as img:
@@ -123,13 +126,19 @@ def _header(path: Path) -> tuple[int, int, int, np.dtype, tuple[str, ...] | None
         return _PILLOW_BANDS[mode], img.height, img.width, dtype, _RGB if mode == "RGB" else None
 
 
+def _tif_bands(src, path: Path) -> list[int]:
+    """The 1-based indexes of a tif's bands but its alpha bands (colour interpretation alpha)."""
+    return list(data_bands(path, src.colorinterp, "its class folder"))
+
+
 def _pillow_mode(mode: str, path: Path) -> str:
-    """The mode an image is decoded in: its own when it maps to uint pixels, else RGB / L."""
-    if mode in ("L", "LA", "RGB", "RGBA") or mode.startswith("I;16"):
+    """The mode an image is decoded in: its own when it maps to uint pixels, else RGB / L, with
+    alpha dropped (LA is decoded as L, RGBA and PA as RGB)."""
+    if mode in ("L", "RGB") or mode.startswith("I;16"):
         return "I;16" if mode.startswith("I;16") else mode
-    if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-        return "RGBA" if mode == "PA" else "RGB"
-    if mode == "1":
+    if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+        return "RGB"
+    if mode in ("1", "LA"):
         return "L"
     raise DataError(f"{path} has Pillow mode {mode!r} (not 8- or 16-bit unsigned): save it as uint8/uint16")
 
@@ -142,7 +151,7 @@ def _read_pixels(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                return src.read()
+                return src.read(_tif_bands(src, path))
     from PIL import Image
 
     with Image.open(path) as img:
@@ -196,7 +205,10 @@ def image_folder(
     """A classification set from a folder with one sub-folder per class (EuroSAT / UC Merced layout).
 
     Images are png/jpg (Pillow) or tif (rasterio: any band count, uint8/uint16); all must have
-    the same band count and pixel type. Images not of `image_size` (default: the most common
+    the same band count and pixel type. Alpha is dropped, as it cannot mark pixels invalid in a
+    classification image: an RGBA png or tif is an RGB image (a tif's bands of colour
+    interpretation alpha are left out, LA pngs are gray), and its pixels under alpha 0 keep the
+    colour they are stored with. Images not of `image_size` (default: the most common
     size, logged when some differ) are area-resized once on load. The train/test split is
     stratified and seeded (`test_fraction` of each class, at least one image to test and one to
     train when the class has two). Class names are the sorted folder names. `band_names` names

@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import torch
 from PIL import Image
+from rasterio.enums import ColorInterp
 
 from rsssl.data.scene import DataError
 from rsssl.data.sources import SyntheticSource
@@ -121,6 +122,50 @@ def test_image_folder_reads_five_band_uint16_geotiffs(tmp_path):
     assert chosen.bands == ("nir", "b")  # data.bands selects (and orders) bands of evaluation sets
     np.testing.assert_array_equal(chosen.train.images, data.train.images[:, [3, 0]])
     np.testing.assert_array_equal(chosen.test.images, data.test.images[:, [3, 0]])
+
+
+def test_image_folder_drops_the_alpha_of_pngs(tmp_path):
+    """RGBA and LA PNGs are RGB and gray sets: alpha is dropped, and the colour under alpha 0 is read
+    as stored (a classification image has no invalid pixels)."""
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    rgba[..., 3] = 255
+    rgba[0, :, 3] = 0  # a transparent top row: its colour is read all the same
+    for name in ("a", "b"):
+        (tmp_path / "rgb" / name).mkdir(parents=True)
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "rgb" / name / "0.png")
+        Image.fromarray(rgba[..., :3], "RGB").save(tmp_path / "rgb" / name / "1.png")  # RGB beside RGBA
+        (tmp_path / "gray" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rgba[..., [0, 3]], "LA").save(tmp_path / "gray" / name / f"{i}.png")
+    data = image_folder(tmp_path / "rgb", test_fraction=0.5)
+    assert data.bands == ("red", "green", "blue")
+    images = np.concatenate([data.train.images, data.test.images])
+    np.testing.assert_array_equal(images, np.broadcast_to(rgba[..., :3].transpose(2, 0, 1), (4, 3, 4, 4)))
+    gray = image_folder(tmp_path / "gray", test_fraction=0.5)
+    assert gray.bands == ("b1",)
+    np.testing.assert_array_equal(gray.train.images, np.broadcast_to(rgba[..., 0], (2, 1, 4, 4)))
+
+
+def test_image_folder_drops_the_alpha_bands_of_tifs(tmp_path):
+    pixels = np.arange(4 * 3 * 5, dtype=np.uint16).reshape(4, 3, 5)
+    pixels[3] = [0, 65535, 1, 0, 7]  # alpha: 0 in two columns, where the bands are read as stored
+    for path in (tmp_path / name / f"{i}.tif" for name in ("a", "b") for i in range(2)):
+        path.parent.mkdir(exist_ok=True)
+        _write_tif(path, pixels)
+        with rasterio.open(path, "r+") as ds:
+            ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+            ds.descriptions = ("red", "green", "blue", "alpha")
+    data = image_folder(tmp_path, test_fraction=0.5)
+    assert data.bands == ("red", "green", "blue")
+    for split in (data.train, data.test):
+        np.testing.assert_array_equal(split.images, np.broadcast_to(pixels[:3], (2, 3, 3, 5)))
+    only_alpha = tmp_path / "a" / "alpha.tif"
+    _write_tif(only_alpha, pixels[3:])
+    with rasterio.open(only_alpha, "r+") as ds:
+        ds.colorinterp = [ColorInterp.alpha]
+    with pytest.raises(DataError, match=f"^{only_alpha}: every band is an alpha band, so it holds no data"):
+        image_folder(tmp_path)
 
 
 def test_image_folder_errors_name_the_problem(tmp_path):
