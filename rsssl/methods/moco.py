@@ -12,7 +12,9 @@ Lightning (SyncBN when `sync_batchnorm`) and the key encoder keeps per-process s
 
 Deliberate improvement over the original: the queue stores each key's sample index, and a
 query never meets a stale key of its own sample as a negative (it is masked out, neither
-positive nor negative). So a queue may be larger than the data set.
+positive nor negative), and slots not yet written are no negatives either (the original's
+random initial vectors would flood the softmax for the K/B steps a large queue takes to fill on a
+small data set). So a queue may be larger than the data set.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from rsssl.methods.distributed import batch_shuffle, batch_unshuffle, gather_no_
 from rsssl.models.backbones import ConfigError
 from rsssl.models.heads import mlp
 from rsssl.models.split_bn import split_batch_norm
+
+#: `queue_index` of a slot never written (not a negative) and of a key whose batch had no index
+EMPTY_SLOT, UNKNOWN_SAMPLE = -2, -1
 
 
 class MoCo(SSLMethod):
@@ -52,7 +57,7 @@ class MoCo(SSLMethod):
         self.key_backbone = freeze(copy.deepcopy(self.backbone))
         self.key_projector = freeze(copy.deepcopy(self.projector))
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
-        self.register_buffer("queue_index", torch.full((queue_size,), -1, dtype=torch.long))
+        self.register_buffer("queue_index", torch.full((queue_size,), EMPTY_SLOT, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.key_groups = 1
 
@@ -96,6 +101,12 @@ class MoCo(SSLMethod):
         keys = F.normalize(self.key_projector(self.key_backbone(images)), dim=1)
         return batch_unshuffle(keys, undo) if self.shuffle_bn else keys
 
+    def not_negatives(self, index: torch.Tensor) -> torch.Tensor:
+        """B x K mask of the queue entries that are no negative of each query: stale keys of the
+        query's own sample, and slots never written."""
+        own = (index[:, None] == self.queue_index[None, :]) & (index[:, None] >= 0)
+        return own | (self.queue_index == EMPTY_SLOT)[None, :]
+
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
         """Write the keys of every process, with their sample indices, into the queue (FIFO, wrapping)."""
@@ -113,14 +124,16 @@ class MoCo(SSLMethod):
         query = self.projector(features)
         keys = self.encode_keys(key_input)
         index = sample_index(batch)
-        own_keys = (index[:, None] == self.queue_index[None, :]) & (index[:, None] >= 0)  # stale own keys
-        loss = info_nce(query, keys, self.queue.clone().detach(), self.temperature, exclude=own_keys)
+        loss = info_nce(
+            query, keys, self.queue.clone().detach(), self.temperature, exclude=self.not_negatives(index)
+        )
         self.enqueue(keys, index)
         return StepOutput(loss=loss, features=features, embeddings=query)
 
 
 def sample_index(batch: dict) -> torch.Tensor:
-    """Each sample's dataset index (unique per tile), or -1 where the batch carries none."""
+    """Each sample's dataset index (unique per tile), or UNKNOWN_SAMPLE where the batch carries none."""
     if "index" in batch:
         return batch["index"].long()
-    return torch.full((batch["image"].shape[0],), -1, dtype=torch.long, device=batch["image"].device)
+    shape, device = (batch["image"].shape[0],), batch["image"].device
+    return torch.full(shape, UNKNOWN_SAMPLE, dtype=torch.long, device=device)

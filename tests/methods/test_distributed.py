@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rsssl.methods.distributed import batch_shuffle, batch_unshuffle, gather_no_grad, gather_with_grad
+from rsssl.methods.moco import EMPTY_SLOT
 
 WORLD = 2
 BATCH = 4
@@ -82,7 +83,7 @@ def test_gathers_shuffle_and_queue_across_two_processes(tmp_path):
         assert int(o["ptr"]) == WORLD * BATCH
         torch.testing.assert_close(o["queue"][: WORLD * BATCH], all_keys)
         assert o["queue_index"][: WORLD * BATCH].tolist() == [*range(BATCH), *range(100, 100 + BATCH)]
-        assert (o["queue_index"][WORLD * BATCH :] == -1).all()
+        assert (o["queue_index"][WORLD * BATCH :] == EMPTY_SLOT).all()
 
 
 def _simclr(seed: int = 0):

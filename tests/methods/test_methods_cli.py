@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from rsssl.cli.pretrain import main
+from rsssl.methods.moco import EMPTY_SLOT
 from tests.methods.recorder import RECORDS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -73,7 +74,7 @@ def _check_ema(steps: list[dict], record: dict, momenta: list[float]) -> None:
 
 def _check_fifo_queue(record: dict) -> None:
     """The queue holds exactly the enqueued keys and their sample indices, first in first out."""
-    queue, index, ptr = record["initial_queue"].clone(), torch.full((QUEUE,), -1), 0
+    queue, index, ptr = record["initial_queue"].clone(), torch.full((QUEUE,), EMPTY_SLOT), 0
     assert len(record["enqueued"]) == len(record["queues"]) == len(record["steps"])
     for (keys, sample), (queue_after, index_after), step in zip(
         record["enqueued"], record["queues"], record["steps"], strict=True
