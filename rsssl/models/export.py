@@ -10,12 +10,14 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from torch import nn
 
@@ -63,6 +65,8 @@ def read_encoder_meta(weights_path: str | Path) -> dict:
         raise ConfigError(
             f"encoder file {weights_path} does not exist: give the encoder.safetensors of a pretraining run"
         )
+    if is_torch_checkpoint(weights_path):
+        raise ConfigError(checkpoint_advice(weights_path))
     meta_path = weights_path.with_name(META_NAME)
     if not meta_path.is_file():
         raise ConfigError(f"{meta_path} is missing: an exported encoder is two files, keep them together")
@@ -77,6 +81,37 @@ def read_encoder_meta(weights_path: str | Path) -> dict:
         )
     meta["weights_path"] = str(weights_path)
     return meta
+
+
+def is_torch_checkpoint(path: Path) -> bool:
+    """Whether `path` is what torch.save / Lightning write (a `.ckpt`, or a zip archive), not an
+    exported encoder: told by its suffix and first bytes, so an untrusted pickle is never loaded."""
+    with open(path, "rb") as handle:
+        return path.suffix == ".ckpt" or handle.read(4) == b"PK\x03\x04"
+
+
+def checkpoint_advice(path: Path) -> str:
+    """What to pass instead of a training checkpoint: its run's export, or how to get one."""
+    problem = f"{path} is a training checkpoint (Lightning / torch.save), not an exported encoder"
+    exported = path.with_name(WEIGHTS_NAME)
+    if exported.is_file() and exported.with_name(META_NAME).is_file():
+        return f"{problem}: evaluate the encoder its run exported, encoder={exported}"
+    return (
+        f"{problem}, and its folder has no {WEIGHTS_NAME} (rsssl-pretrain exports it when training ends): "
+        f"finish the run with `{resume_command(path)}` (it writes a new run folder; this one stays as it "
+        f"is), then pass that folder's {WEIGHTS_NAME}"
+    )
+
+
+def resume_command(checkpoint: Path) -> str:
+    """The rsssl-pretrain command that continues a run from `checkpoint`, with the run's own
+    overrides (Hydra's `.hydra/overrides.yaml` beside it) when they are there."""
+    recorded = checkpoint.parent / ".hydra" / "overrides.yaml"
+    resume = shlex.quote(f"resume={checkpoint}")
+    if not recorded.is_file():
+        return f"rsssl-pretrain <the run's overrides> {resume}"
+    kept = [str(o) for o in OmegaConf.load(recorded) if not str(o).startswith("resume=")]
+    return f"{shlex.join(['rsssl-pretrain', *kept])} {resume}"
 
 
 def backbone_like(meta: dict, seed: int | None = None) -> nn.Module:
@@ -121,18 +156,36 @@ def check_band_count(meta: dict, data_bands: int | Sequence[str], where: str = "
     problem = (
         f"the encoder was trained on {expected} bands ({_listed(encoder)}) but {where} has {count}{have}"
     )
-    if count > expected:
-        raise ConfigError(
-            f"{problem}: select the encoder's {expected} bands, in its order, with "
-            f"data.bands=[{','.join(encoder)}] (or use an encoder trained on these {count} bands)"
-        )
     named = [] if isinstance(data_bands, int) else [canonical_band_name(b) for b in data_bands]
     missing = [b for b in map(canonical_band_name, encoder) if not _is_generic(b) and b not in named]
     checkable = named and not any(map(_is_generic, named))
+    if count > expected:
+        raise ConfigError(f"{problem}: {_selection_fix(encoder, data_bands, missing, bool(checkable))}")
     lacks = f"; it lacks {_listed(missing)}" if checkable and missing else ""
     raise ConfigError(
         f"{problem}{lacks}: an encoder cannot run on fewer bands than it was trained on. Evaluate it on "
         f"data that has its bands, or pretrain an encoder on the data's {count} bands"
+    )
+
+
+def _selection_fix(
+    encoder: list[str], data_bands: int | Sequence[str], missing: list[str], checkable: bool
+) -> str:
+    """The fix for data with more bands than the encoder: a `data.bands` selection of the encoder's
+    bands only where the data's names hold them all (`missing`: the named encoder bands they lack;
+    `checkable`: no data name is generic, so what is missing is known to be absent)."""
+    count = data_bands if isinstance(data_bands, int) else len(data_bands)
+    other = f"or use an encoder trained on these {count} bands"
+    if isinstance(data_bands, int) or not (missing or any(map(_is_generic, encoder))):
+        selection = f"data.bands=[{','.join(encoder)}]"
+        return f"select the encoder's {len(encoder)} bands, in its order, with {selection} ({other})"
+    if missing and checkable:
+        return f"it lacks {_listed(missing)}: evaluate on data that has the encoder's bands, {other}"
+    return (
+        f"generic names (b1..bN) cannot tell which of them are the encoder's ({_listed(encoder)}): select "
+        f"{len(encoder)} of them, in the encoder's order, by the data's names ({_listed(data_bands)}) with "
+        "data.bands=[...], or name the data's bands (data.band_names / data.band_preset) to have them "
+        f"matched ({other})"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import timm
@@ -55,6 +56,27 @@ def test_mismatched_json_is_caught(tmp_path):
         load_encoder(tmp_path / "a" / "encoder.safetensors")
     with pytest.raises(ConfigError, match="does not exist"):
         load_encoder(tmp_path / "nowhere" / "encoder.safetensors")
+
+
+def test_a_training_checkpoint_is_named_without_unpickling_it(tmp_path):
+    save_encoder(create_backbone("test_resnet", 5), tmp_path, META)
+    marker = tmp_path / "unpickled"
+    (tmp_path / "last.ckpt").write_bytes(pickle.dumps(Unpickled(str(marker))))  # loading it writes marker
+    with pytest.raises(
+        ConfigError, match=r"last.ckpt is a training checkpoint.*encoder=.*encoder.safetensors"
+    ):
+        load_encoder(tmp_path / "last.ckpt")
+    assert not marker.exists()
+
+
+class Unpickled:
+    """Unpickling one opens (creates) the file at `path`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
 
 
 def test_band_count_check():
@@ -129,6 +151,19 @@ def test_fewer_bands_than_the_encoder_never_advise_selecting_them():
 def test_more_bands_than_the_encoder_give_the_selection():
     with pytest.raises(ConfigError, match=r"select the encoder's 3 bands.*data\.bands=\[red,green,blue\]"):
         match_encoder_bands(meta_of(["red", "green", "blue"]), S2, "set x")
+
+
+def test_more_bands_than_the_encoder_advise_a_selection_only_when_it_can_work():
+    rgb = meta_of(["red", "green", "blue"])
+    with pytest.raises(ConfigError) as error:  # the data lacks red: no data.bands can select it
+        match_encoder_bands(rgb, ["nir", "green", "blue", "swir16"], "set x")
+    assert "lacks red" in str(error.value) and "data.bands" not in str(error.value)
+    for encoder, data in ((rgb, ["b1", "b2", "b3", "b4"]), (meta_of(["b1", "b2", "b3"]), RGBN)):
+        with pytest.raises(ConfigError) as error:  # generic names: which bands are the encoder's is unknown
+            match_encoder_bands(encoder, data, "set x")
+        message = str(error.value)
+        assert f"data.bands=[{','.join(encoder['bands'])}]" not in message
+        assert f"by the data's names ({', '.join(data)})" in message and "data.band_names" in message
 
 
 def test_pixel_scale_mismatch_is_warned():
