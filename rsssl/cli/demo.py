@@ -60,7 +60,7 @@ def online_table(summaries: dict[str, dict]) -> str:
             continue
         acc = summary["metrics"].get("val/probe_acc")
         gain = f"{100 * (acc - baseline):+.1f} pts" if acc is not None and baseline is not None else ""
-        rate = summary.get("images_per_second")
+        rate = summary.get("train_images_per_second_after_warmup")
         speed = f"{rate:.0f}" if rate else ""
         lines.append(f"| {method} | {_pct(acc)} | {_pct(baseline)} | {gain} | {speed} |")
     return "\n".join(lines)

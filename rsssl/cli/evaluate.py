@@ -11,6 +11,7 @@ pretraining config goes to the store's configs sidecar (`results.configs.json`).
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -19,11 +20,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rsssl.cli import CONF_DIR
+from rsssl.cli.checks import check_config, plan_tasks, refuse_bad_command_line, selected_option
 from rsssl.data.scene import DataError
 from rsssl.eval.data import EvalDataset
 from rsssl.eval.suite import Suite, baseline_candidates, encoder_candidate
 from rsssl.models.backbones import ConfigError
 from rsssl.results.store import record_config
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> str:
@@ -33,19 +37,15 @@ def resolve_device(name: str) -> str:
 
 
 def build_eval_sets(data_cfg: DictConfig, eval_cfg: DictConfig) -> list[EvalDataset]:
-    """The labelled sets the eval config asks for: the data config's own, plus `extra_sets`."""
+    """The labelled sets the eval config asks for that the data config has (`plan_tasks` says
+    which it skips), plus `extra_sets`."""
     own = data_cfg.get("eval_sets") or {}
-    sets = []
-    for task in eval_cfg.tasks:
-        if task not in own:
-            raise ConfigError(
-                f"data={data_cfg.name} has no {task} evaluation set; use a data config that has one "
-                f"(synthetic, imagefolder, npz_segmentation, torchgeo_*) or drop {task} from eval.tasks"
-            )
-        sets.append(instantiate(own[task]))
-    for node in (eval_cfg.get("extra_sets") or {}).values():
-        sets.append(instantiate(node))
-    return sets
+    extra = eval_cfg.get("extra_sets") or {}
+    data = selected_option("data", data_cfg.name)
+    tasks, warning = plan_tasks(eval_cfg.tasks, own, data, bool(extra))
+    if warning:
+        log.warning(warning)
+    return [instantiate(own[task]) for task in tasks] + [instantiate(node) for node in extra.values()]
 
 
 def make_suite(cfg: DictConfig) -> Suite:
@@ -56,6 +56,7 @@ def make_suite(cfg: DictConfig) -> Suite:
         segmentation=settings.get("segmentation", {}),
         device=resolve_device(cfg.device),
         cache_dir=cfg.get("features_cache_dir"),
+        log=log.info,  # into the run's log file too when rsssl-pretrain evaluates
     )
 
 
@@ -78,9 +79,11 @@ def evaluate_encoder(cfg: DictConfig, weights_path: str, include_encoder: bool =
     return seconds
 
 
+@refuse_bad_command_line("rsssl-eval", "evaluate")
 @hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
+        check_config(cfg)
         evaluate_encoder(cfg, cfg.encoder)
     except (DataError, ConfigError) as error:
         print(f"rsssl-eval: error: {error}", file=sys.stderr)

@@ -4,15 +4,18 @@
     rsssl-pretrain -m method=moco,simclr data=synthetic
 
 Each run folder holds the composed config, `last.ckpt` / `best.ckpt`, `metrics.csv`,
-`encoder.safetensors` + `encoder.json` and `summary.json`. `resume=true` continues the newest
-earlier run of the same name from its `last.ckpt`, writing into a new folder, so nothing
-already written is ever overwritten.
+`encoder.safetensors` + `encoder.json`, `summary.json` and `pretrain.log` (what the run said).
+`resume=true` continues, from its `last.ckpt`, the newest earlier run of the same name with the
+same pretraining config and seed (only the training length may differ), writing into a new
+folder, so nothing already written is ever overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import pickle
 import sys
 from pathlib import Path
 
@@ -24,16 +27,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rsssl.cli import CONF_DIR
-from rsssl.cli.callbacks import ThroughputMonitor
+from rsssl.cli.callbacks import ThroughputMonitor, ValidateAtMaxSteps
+from rsssl.cli.checks import check_config, refuse_bad_command_line
 from rsssl.cli.evaluate import evaluate_encoder
 from rsssl.cli.hydra_callbacks import regenerate_leaderboard
-from rsssl.data.datamodule import RSDataModule
+from rsssl.cli.logs import harmless_lightning_warnings_silenced, route_lightning_logging
+from rsssl.cli.run_names import register_resolvers
+from rsssl.data.datamodule import RSDataModule, format_data_summary
 from rsssl.data.scene import DataError
 from rsssl.eval.suite import git_commit
 from rsssl.methods.base import SSLMethod
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import save_encoder
 from rsssl.results.store import ResultRow, append_rows, record_config, relative_run_id
+
+register_resolvers()  # conf/pretrain.yaml's run_name uses ${data_id:${data}}
+log = logging.getLogger(__name__)
 
 DATAMODULE_KEYS = (
     "name",
@@ -148,8 +157,56 @@ def build_method(cfg: DictConfig, datamodule: RSDataModule) -> SSLMethod:
     return method
 
 
+# The training length: resume=true may continue a finished run for longer.
+NOT_IN_RESUME_MATCH = ("max_epochs", "max_steps")
+
+
+def resume_match(cfg: DictConfig) -> dict:
+    """What an earlier run must share with this one for `resume=true` to continue it: the
+    pretraining config (`pretraining_config`, so where runs go and how they are logged do not
+    count) but for the training length, plus the seed (each seed is its own run)."""
+    config = pretraining_config(cfg)
+    for key in NOT_IN_RESUME_MATCH:
+        config.get("trainer", {}).pop(key, None)
+    return {**config, "seed": cfg.get("seed")}
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys: {"method": {"lr": 1}} -> {"method.lr": 1}."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(theirs: dict, ours: dict, shown: int = 4) -> str:
+    """`key theirs (here ours)` for the first `shown` settings that differ, in key order."""
+    a, b = flatten(theirs), flatten(ours)
+    unset = object()
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, unset) != b.get(k, unset))
+
+    def show(flat: dict, key: str) -> str:
+        return json.dumps(flat[key]) if key in flat else "unset"
+
+    parts = [f"{k} {show(a, k)} (here {show(b, k)})" for k in keys[:shown]]
+    return ", ".join(parts + ([f"{len(keys) - shown} more"] if len(keys) > shown else []))
+
+
+def _skip_reason(run_folder: Path, ours: dict) -> str | None:
+    """Why the run in `run_folder` cannot be continued by this config; None when it can."""
+    config_file = run_folder / "config.yaml"
+    if not config_file.is_file():
+        return "no config.yaml"
+    theirs = resume_match(OmegaConf.load(config_file))
+    return None if theirs == ours else config_differences(theirs, ours)
+
+
 def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
-    """`resume=true`: newest earlier `last.ckpt` of this run name; `resume=<path>`: that file."""
+    """`resume=true`: the newest earlier `last.ckpt` of this run name whose run has this
+    `resume_match` (the others are listed in the error when none has); `resume=<path>`: that file."""
     if cfg.resume in (False, None):
         return None
     if cfg.resume is not True:
@@ -160,13 +217,64 @@ def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     candidates = sorted(
         (p for p in run_dir.parent.glob("*/last.ckpt") if p.parent != run_dir),
         key=lambda p: p.stat().st_mtime,
+        reverse=True,
     )
     if not candidates:
         raise ConfigError(
             f"resume=true but no earlier run of {cfg.run_name!r} has a last.ckpt under {run_dir.parent}: "
             "run once without resume, or give the file with resume=/path/to/last.ckpt"
         )
-    return candidates[-1]
+    ours, skipped = resume_match(cfg), []
+    for checkpoint in candidates:
+        reason = _skip_reason(checkpoint.parent, ours)
+        if reason is None:
+            return checkpoint
+        skipped.append(f"  {checkpoint.parent.name}: {reason}")
+    raise ConfigError(
+        f"resume=true but no earlier run of {cfg.run_name!r} with this config and seed has a last.ckpt "
+        f"under {run_dir.parent}; skipped:\n" + "\n".join(skipped) + "\n"
+        "run without resume to start fresh, change the settings back, or give a checkpoint "
+        "explicitly with resume=/path/to/last.ckpt"
+    )
+
+
+def shape_mismatches(expected: dict[str, tuple], found: dict[str, tuple]) -> list[str]:
+    """Where a checkpoint's state (`found` shapes) does not fit a model's (`expected`)."""
+    differ = [
+        f"{k} {list(found[k])} in the checkpoint, {list(expected[k])} here"
+        for k in sorted(expected.keys() & found.keys())
+        if found[k] != expected[k]
+    ]
+    missing = [f"{k} missing from the checkpoint" for k in sorted(expected.keys() - found.keys())]
+    return differ + missing + [f"{k} only in the checkpoint" for k in sorted(found.keys() - expected.keys())]
+
+
+def _shapes(state: dict) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def check_checkpoint_fits(method: SSLMethod, path: Path, shown: int = 6) -> None:
+    """ConfigError naming the entries of `path`'s state that do not fit `method`, before Lightning
+    would fail on them with a traceback (a run of another config: bands, queue size, classes)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        raise ConfigError(
+            f"resume={path}: not a readable Lightning checkpoint ({error}): give a run's last.ckpt"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(
+            f"resume={path}: not a Lightning checkpoint (no state_dict): give a run's last.ckpt"
+        )
+    mismatches = shape_mismatches(_shapes(method.state_dict()), _shapes(checkpoint["state_dict"]))
+    if mismatches:
+        more = [f"{len(mismatches) - shown} more"] if len(mismatches) > shown else []
+        raise ConfigError(
+            f"resume={path}: the checkpoint does not fit the model of this config "
+            f"({'; '.join(mismatches[:shown] + more)}); it is from a run of other settings (data bands, "
+            "method, backbone): resume a run of this config with resume=/path/to/last.ckpt, or start "
+            "fresh with resume=false"
+        )
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -188,22 +296,46 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, has_validation: bool) -> L.Trainer:
-    monitor, mode = ("val/probe_acc", "max") if has_validation else ("train/loss_epoch", "min")
+def validates(cfg: DictConfig, datamodule: RSDataModule) -> bool:
+    """Whether the online probe is validated: labelled validation tiles, and validation not off."""
+    return datamodule.has_labelled_validation and cfg.trainer.get("limit_val_batches", 1.0) != 0
+
+
+def best_checkpoint_rule(validated: bool) -> tuple[str, str, str]:
+    """(monitor, mode, why) of `best.ckpt`: the online probe's validation accuracy where it is
+    validated, else the epoch-mean training loss (val/probe_acc never exists there)."""
+    if validated:
+        return "val/probe_acc", "max", "online-probe accuracy on the labelled validation set"
+    why = "the epoch-mean training loss: no labelled validation set to validate the online probe on"
+    return "train/loss_epoch", "min", why
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool) -> L.Trainer:
+    """The Trainer of a run: `best.ckpt` by `best_checkpoint_rule`, `last.ckpt`, throughput."""
+    monitor, mode, _ = best_checkpoint_rule(validated)
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1
     )
-    callbacks = [checkpoints, ThroughputMonitor()]
+    callbacks = [checkpoints, ThroughputMonitor(), *([ValidateAtMaxSteps()] if validated else [])]
     callbacks += [instantiate(c) for c in cfg.get("callbacks") or []]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if not validated:  # no validation loop at all, rather than one over an empty loader
+        trainer_cfg["limit_val_batches"] = 0
     return L.Trainer(
         default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir), callbacks=callbacks, **trainer_cfg
     )
 
 
-def write_summary(run_dir: Path, trainer: L.Trainer, method: SSLMethod, cfg: DictConfig) -> dict:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    monitor = next(c for c in trainer.callbacks if isinstance(c, ThroughputMonitor))
+def write_summary(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, resumed_from: Path | None) -> dict:
+    """`summary.json`: what ran, how fast (one figure, `ThroughputMonitor`), what best.ckpt holds,
+    and the final metrics (the per-step `train/images_per_second` curve stays in metrics.csv)."""
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if v.numel() == 1 and k != "train/images_per_second"
+    }
+    throughput = next(c for c in trainer.callbacks if isinstance(c, ThroughputMonitor))
+    best = trainer.checkpoint_callback
     summary = {
         "run_name": cfg.run_name,
         "method": cfg.method.name,
@@ -212,7 +344,14 @@ def write_summary(run_dir: Path, trainer: L.Trainer, method: SSLMethod, cfg: Dic
         "config_hash": config_hash(cfg),
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
-        "images_per_second": monitor.images_per_second,
+        "train_images_per_second_after_warmup": throughput.images_per_second,
+        "best_checkpoint": {
+            "file": Path(best.best_model_path).name if best.best_model_path else None,
+            "monitor": best.monitor,
+            "mode": best.mode,
+            "value": float(best.best_model_score) if best.best_model_score is not None else None,
+        },
+        "resumed_from": str(resumed_from) if resumed_from else None,
         "metrics": metrics,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -250,15 +389,25 @@ def run(cfg: DictConfig) -> dict:
         run_id = relative_run_id(run_dir, cfg.runs_dir)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    route_lightning_logging()
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     resume_from = find_resume_checkpoint(cfg, run_dir)
     datamodule = build_datamodule(cfg.data)
     datamodule.prepare()
+    for line in format_data_summary(datamodule.summary()):
+        log.info(line)
     method = build_method(cfg, datamodule)
+    if resume_from:
+        check_checkpoint_fits(method, resume_from)
+        log.info(f"resuming from {resume_from}")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer = build_trainer(cfg, run_dir, has_validation=datamodule.val_index is not None)
-    trainer.fit(method, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    validated = validates(cfg, datamodule)
+    monitor, mode, why = best_checkpoint_rule(validated)
+    log.info(f"best.ckpt: by the {'highest' if mode == 'max' else 'lowest'} {monitor} ({why})")
+    trainer = build_trainer(cfg, run_dir, validated)
+    with harmless_lightning_warnings_silenced(run_dir):
+        trainer.fit(method, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     meta = {
         "timm_name": cfg.backbone.name,
         "timm_kwargs": backbone_kwargs(cfg.backbone),
@@ -274,8 +423,8 @@ def run(cfg: DictConfig) -> dict:
     if not trainer.is_global_zero:
         return {}
     weights = save_encoder(method.backbone, run_dir, meta)
-    summary = write_summary(run_dir, trainer, method, cfg)
-    print(f"run folder: {run_dir}")
+    summary = write_summary(run_dir, trainer, cfg, resume_from)
+    log.info(f"run folder: {run_dir}")
     if cfg.get("eval") is not None:
         record_online_probe(cfg, summary, meta)
         evaluate_encoder(cfg, str(weights), include_encoder=method.trains_backbone)
@@ -284,9 +433,11 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
+@refuse_bad_command_line("rsssl-pretrain", "pretrain")
 @hydra.main(config_path=CONF_DIR, config_name="pretrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
+        check_config(cfg)
         run(cfg)
     except (DataError, ConfigError) as error:
         print(f"rsssl-pretrain: error: {error}", file=sys.stderr)

@@ -216,6 +216,36 @@ class RSDataModule(L.LightningDataModule):
             "dtype": str(self.train_scenes[0].dtype),
         }
 
+    @property
+    def has_labelled_validation(self) -> bool:
+        """Whether the online probe is trained and has labelled validation tiles to be judged on."""
+        self.prepare()
+        return self.num_classes > 0 and self.val_index is not None and self.val_index.labelled
+
+    def summary(self) -> dict:
+        """What a run trains on, told to the user before training (`format_data_summary`)."""
+        self.prepare()
+        scenes, overviews = self.train_scenes, self.train_index.overviews
+        cells = sum(o.size for o in overviews)
+        return {
+            "name": self.name,
+            "train_scenes": len(scenes),
+            "val_scenes": len(self.val_scenes),
+            "classes": list(self.class_names) if self.class_names else None,
+            "bands": list(self.bands),
+            "dtypes": sorted({str(s.dtype) for s in scenes}),
+            "sizes": sorted({(s.height, s.width) for s in scenes}, key=lambda hw: hw[0] * hw[1]),
+            "dates": sorted({len(s.dates) for s in scenes}),
+            "pixel_sizes": sorted({s.pixel_size for s in scenes if s.pixel_size is not None}),
+            "crs": sorted({s.crs for s in scenes if s.crs}),
+            "tile_size": self.tile_size,
+            "stride": self.stride or self.tile_size,
+            "train_tiles": len(self.train_index),
+            "val_tiles": len(self.val_index) if self.val_index is not None else 0,
+            "valid_fraction": sum(int(o.sum()) for o in overviews) / cells if cells else None,
+            "min_valid": self.min_valid,
+        }
+
     # ---- loaders ---------------------------------------------------------------------------
     def _dataset(
         self, scenes: Sequence[Scene], index: TileIndex, sampling: PairSampling | None = None
@@ -276,3 +306,62 @@ class RSDataModule(L.LightningDataModule):
             if key in batch:
                 batch[key] = self.normalise(batch[key])
         return batch
+
+
+def _count(number: int, noun: str, plural: str = "") -> str:
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def _span(values: Sequence, unit: str = "") -> str:
+    """One value, or the smallest to the largest, with their unit."""
+    first, last = (f"{v:g}" if isinstance(v, float) else str(v) for v in (values[0], values[-1]))
+    text = first if len(values) == 1 else f"{first} to {last}"
+    return f"{text} {unit}".rstrip()
+
+
+def _crs_unit(crs: str) -> str:
+    """The unit of a CRS's coordinates: m, degrees, or its linear unit's name."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        parsed = CRS.from_string(crs)
+    except CRSError:
+        return "CRS units"
+    if parsed.is_geographic:
+        return "degrees"
+    return "m" if parsed.linear_units in ("metre", "meter") else parsed.linear_units
+
+
+def _resolution(summary: dict) -> str:
+    sizes, crs = summary["pixel_sizes"], summary["crs"]
+    if not sizes:
+        return "unknown (no georeference)"
+    if not crs:
+        return f"{_span(sizes)} (no CRS)"
+    return f"{_span(sizes, _crs_unit(crs[0]))} ({', '.join(crs)})"
+
+
+def format_data_summary(summary: dict) -> list[str]:
+    """The lines a run prints about its data (`RSDataModule.summary`): scenes, bands, grid, tiles."""
+    val = (
+        _count(summary["val_scenes"], "validation scene") if summary["val_scenes"] else "no validation scenes"
+    )
+    classes = summary["classes"]
+    labels = f"labelled ({_count(len(classes), 'class', 'classes')})" if classes else "unlabelled"
+    (h0, w0), (h1, w1) = summary["sizes"][0], summary["sizes"][-1]
+    grid = f"{h0} x {w0} px" if (h0, w0) == (h1, w1) else f"{h0} x {w0} to {h1} x {w1} px"
+    dates = summary["dates"]
+    dated = f"{_count(dates[0], 'date')} each" if len(dates) == 1 else f"{dates[0]} to {dates[-1]} dates"
+    tiles = f"{summary['train_tiles']} training tiles"
+    if summary["val_tiles"]:
+        tiles += f", {summary['val_tiles']} validation tiles"
+    bands, fraction = summary["bands"], summary["valid_fraction"]
+    valid = f"{100 * fraction:.1f} % of the training scenes" if fraction is not None else "unknown"
+    return [
+        f"data {summary['name']}: {_count(summary['train_scenes'], 'training scene')}, {val}; {labels}",
+        f"  bands ({len(bands)}): {', '.join(bands)}; dtype {'/'.join(summary['dtypes'])}",
+        f"  scenes: {grid}, {dated}; pixel size {_resolution(summary)}",
+        f"  tiles: {summary['tile_size']} px, stride {summary['stride']} px; {tiles}; valid pixels {valid} "
+        f"(tiles kept with >= {100 * summary['min_valid']:g} % valid)",
+    ]

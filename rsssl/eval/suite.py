@@ -172,6 +172,11 @@ def expected_metrics(protocol: str, dataset: EvalDataset) -> frozenset[str]:
     return frozenset((*names, "train_count"))
 
 
+def headline_metric(protocol: str) -> str:
+    """The one metric a finished unit of `protocol` is announced with: mIoU or overall accuracy."""
+    return "miou" if protocol.startswith("segmentation_") else "oa"
+
+
 def _metric_rows(metrics: dict, names: Iterable[str]) -> list[tuple[str, float]]:
     return [(name, float(metrics[name])) for name in names]
 
@@ -294,6 +299,11 @@ class Suite:
         ]
         append_rows(self.results, rows, skip_existing=True)
         self._present[unit].update(name for name, _ in metrics)
+        headline = headline_metric(protocol)
+        value = dict(metrics)[headline]
+        self.log(
+            f"{candidate.method} on {dataset.name}: {protocol} {budget} seed {seed}: {headline} {value:.4f}"
+        )
 
     # ---- classification -------------------------------------------------------------------
     def run_classification(self, candidate: Candidate, dataset: EvalDataset) -> None:

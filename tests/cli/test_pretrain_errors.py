@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
+from rsssl.cli.checks import command_line_problems, options
 from rsssl.cli.pretrain import main
 
 TINY = [
@@ -141,3 +142,75 @@ def test_resume_continues_and_failures_lose_nothing(tmp_path, monkeypatch, capsy
 
     resumed = torch.load(runs[-1] / "last.ckpt", map_location="cpu", weights_only=False)
     assert resumed["global_step"] == 4  # 2 steps from the first run + 2 more
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.tilesize=64"], "unknown key data.tilesize: data=synthetic has no setting 'tilesize'"),
+        (["+data.tilesize=64"], "did you mean data.tile_size? (data.tile_size=64)"),
+        (["data.tilesize=16"], "did you mean data.tile_size? (data.tile_size=16)"),
+        (["method=simclr", "method.temprature=0.1"], "method=simclr has no setting 'temprature'"),
+        (["method=simclr", "+method.queue_size=10"], "unknown key method.queue_size: method=simclr"),
+        (["+method.views.crop_sise=24"], "did you mean method.views.crop_size? (method.views.crop_size=24)"),
+        (["+method.optimizer.betas=[0.9,0.99]", "+method.optimizer.moment=0.8"], "method.optimizer.momentum"),
+        (["+data.source.num_scene=1"], "did you mean data.source.num_scenes?"),
+        (["+eval=classification", "eval.classification.knn=5"], "did you mean eval.classification.knn_k?"),
+        (["eval.tasks=[segmentation]"], "no eval config is selected: add +eval=classification"),
+    ],
+)
+def test_unknown_keys_are_refused_with_the_closest(overrides, message, tmp_path, monkeypatch, capsys):
+    err = failing([*SYNTHETIC, *overrides], tmp_path, monkeypatch, capsys)
+    assert message in err
+    assert "To append to your config" not in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "a refused command wrote a run folder"
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        (["data.tilesize=32,64"], "did you mean data.tile_size? (data.tile_size=32,64)"),
+        # the moco job is fine: the simclr one is refused before moco trains
+        (["method=moco,simclr", "++method.queue_size=10"], "unknown key method.queue_size: method=simclr"),
+    ],
+)
+def test_a_sweep_with_an_unknown_key_is_refused_before_any_job(sweep, message, tmp_path, monkeypatch, capsys):
+    argv = ["rsssl-pretrain", "-m", *TINY, *SYNTHETIC, f"runs_dir={tmp_path / 'runs'}", *sweep]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_without_the_task_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    err = failing(
+        ["data=npz_segmentation", "data.path=x.npz", "+eval=classification"], tmp_path, monkeypatch, capsys
+    )
+    assert "data=npz_segmentation has no classification evaluation set" in err
+    assert "+eval=segmentation" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+experiment=demo"],
+        ["+experiment=synthetic_benchmark"],
+        ["+eval=suite", "method=saumoco", "+method.proj_hidden_dim=512"],  # MoCo's, through **base
+        ["+eval=demo", "method=simclr", "++method.ema.base=0.99", "+method.views.crop_size=24"],
+        ["method=random_init", "+method.optimizer.nesterov=true", "+eval=segmentation"],
+        ["+data.eval_sets.segmentation.train_scenes=2", "+eval=segmentation"],
+    ],
+)
+def test_valid_configs_pass_the_checks(overrides, tmp_path, monkeypatch, capsys):
+    run_cli([*overrides, "--cfg", "job"], tmp_path, monkeypatch)
+    assert "seed: 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", options("method"))
+@pytest.mark.parametrize("data", options("data"))
+def test_every_shipped_config_passes_the_key_checks(data, method):
+    problems = command_line_problems("pretrain", [f"data={data}", f"method={method}", "+eval=suite"])
+    assert not [p for p in problems if "unknown key" in p or "valid setting" in p]

@@ -163,23 +163,6 @@ def test_band_count_mismatch(tmp_path, monkeypatch, capsys):
     assert "trained on 4 bands" in err and "has 3" in err
 
 
-def test_data_without_the_task(tmp_path, monkeypatch, capsys):
-    weights = export_tiny(tmp_path / "enc")
-    err = failing(
-        evaluate,
-        [
-            f"encoder={weights}",
-            "eval=classification",
-            "data=npz_segmentation",
-            "data.path=x.npz",
-            f"results={tmp_path / 'r.csv'}",
-        ],
-        monkeypatch,
-        capsys,
-    )
-    assert "no classification evaluation set" in err
-
-
 def test_pretrain_with_eval_writes_rows_and_leaderboard(tmp_path, monkeypatch):
     results, board = tmp_path / "results.csv", tmp_path / "board"
     run(
@@ -210,3 +193,179 @@ def test_pretrain_with_eval_writes_rows_and_leaderboard(tmp_path, monkeypatch):
     assert len(online) == 1 and online[0].method == "simclr"
     assert {r.method for r in rows} == {"simclr", "random_init", "image_stats"}
     assert "online probe during pretraining" in (board / "LEADERBOARD.md").read_text()
+    (log,) = (tmp_path / "runs").glob("*/*/pretrain.log")  # each evaluation's number, in the run's log
+    said = [line.split("] - ", 1)[-1] for line in log.read_text().splitlines()]
+    measured = [r for r in rows if r.metric == "oa" and r.protocol in ("knn", "linear")]
+    assert len(measured) == 6  # simclr, random_init, image_stats x knn, linear
+    for r in measured:
+        assert said.count(f"{r.method} on {r.eval_data}: {r.protocol} 5/class seed 0: oa {r.value:.4f}") == 1
+
+
+# --- what a new user gets wrong, refused with the fix (no traceback, nothing written) --------------
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+
+
+def test_no_encoder_names_the_key_and_an_example(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = failing(evaluate, [f"results={tmp_path / 'r.csv'}"], monkeypatch, capsys)
+    assert "encoder= is missing" in err
+    assert "encoder.safetensors" in err and "run folder" in err
+    assert "rsssl-eval encoder=runs/" in err and "eval=classification data=synthetic" in err
+    assert "Traceback" not in err and "MissingMandatoryValue" not in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_no_encoder_offers_the_newest_export(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    export_tiny(tmp_path / "runs" / "moco_x" / "t1")
+    err = failing(evaluate, ["encoder=null", f"results={tmp_path / 'r.csv'}"], monkeypatch, capsys)
+    assert "rsssl-eval encoder=runs/moco_x/t1/encoder.safetensors" in err
+
+
+@pytest.mark.parametrize("exported", [True, False])
+def test_training_checkpoint_as_encoder(exported, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "runs" / "moco_x" / "t1"
+    if exported:
+        export_tiny(run_dir)
+    else:
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text("- method=moco\n- data=synthetic\n")
+    torch.save({"state_dict": {}, "global_step": 2}, run_dir / "last.ckpt")
+    before = sorted(p.name for p in run_dir.iterdir())
+    err = failing(
+        evaluate,
+        [f"encoder={run_dir / 'last.ckpt'}", f"results={tmp_path / 'r.csv'}"],
+        monkeypatch,
+        capsys,
+    )
+    assert "is a training checkpoint" in err and "different runs" not in err
+    if exported:
+        assert f"encoder={run_dir / 'encoder.safetensors'}" in err
+    else:
+        assert "has no encoder.safetensors" in err
+        assert f"rsssl-pretrain method=moco data=synthetic resume={run_dir / 'last.ckpt'}" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before and not (tmp_path / "r.csv").exists()
+
+
+def test_encoder_with_more_bands_than_the_data(tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    meta = {"timm_name": "test_resnet", "in_chans": 13, "bands": S2, "mean": [1000.0] * 13}
+    meta.update(std=[500.0] * 13, method="moco", data="sentinel2", run_dir=str(tmp_path / "enc"))
+    weights = save_encoder(create_backbone("test_resnet", 13), tmp_path / "enc", meta)
+    err = failing(
+        evaluate,
+        [f"encoder={weights}", *SMALL_SYNTHETIC, f"results={tmp_path / 'r.csv'}"],
+        monkeypatch,
+        capsys,
+    )
+    assert "trained on 13 bands" in err and "has 3 (red, green, blue)" in err
+    assert "cannot run on fewer bands than it was trained on" in err
+    assert "data.bands" not in err and "select" not in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_suite_runs_the_tasks_the_data_has_and_says_which_it_skips(data_dir, tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    results = tmp_path / "results.csv"
+    run(
+        evaluate,
+        [
+            f"encoder={weights}",
+            "eval=suite",
+            "data=npz_segmentation",
+            f"data.path={data_dir / 'deepforest_treecrowns_dev.npz'}",
+            "eval.baselines=false",
+            "eval.segmentation.fractions=[1.0]",
+            "eval.segmentation.seeds=[0]",
+            "eval.segmentation.steps=1",
+            "eval.segmentation.batch_size=2",
+            "eval.segmentation.modes=[frozen]",
+            f"results={results}",
+            "features_cache_dir=null",
+        ],
+        monkeypatch,
+    )
+    out = capsys.readouterr().out
+    assert "data=npz_segmentation has no classification evaluation set" in out
+    assert "(data configs with one: imagefolder, synthetic, torchgeo)" in out
+    assert "skipping classification, running segmentation" in out and "eval.tasks=[segmentation]" in out
+    assert {r.protocol for r in read_rows(results)} == {"segmentation_frozen"}
+
+
+def test_data_without_the_task(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    err = failing(
+        evaluate,
+        [
+            f"encoder={weights}",
+            "eval=classification",
+            "data=npz_segmentation",
+            "data.path=x.npz",
+            f"results={tmp_path / 'r.csv'}",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert "data=npz_segmentation has no classification evaluation set" in err
+    assert "(data configs with one: imagefolder, synthetic, torchgeo)" in err
+    assert "eval=segmentation" in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_data_without_any_eval_set(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    argv = [
+        f"encoder={weights}",
+        "eval=suite",
+        "data=npz",
+        "data.path=x.npz",
+        f"results={tmp_path / 'r.csv'}",
+    ]
+    err = failing(evaluate, argv, monkeypatch, capsys)
+    assert "data=npz has no labelled evaluation set" in err
+    assert (
+        "classification: imagefolder, synthetic, torchgeo; segmentation: npz_segmentation, synthetic" in err
+    )
+
+
+def test_unknown_eval_task_names_the_closest(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    argv = [f"encoder={weights}", "eval.tasks=[clasification]", f"results={tmp_path / 'r.csv'}"]
+    err = failing(evaluate, argv, monkeypatch, capsys)
+    assert "unknown task 'clasification' in eval.tasks" in err and "did you mean classification?" in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.tilesize=16"], "unknown key data.tilesize: data=synthetic has no setting 'tilesize'"),
+        (["+data.tilesize=16"], "did you mean data.tile_size? (data.tile_size=16)"),
+        (["eval.classification.budget=[5]"], "did you mean eval.classification.budgets?"),
+        (["+eval.classification.finetune.step=3"], "did you mean eval.classification.finetune.steps?"),
+        (["eval=segmentation", "+eval.segmentation.decoder_chanels=8"], "eval.segmentation.decoder_channels"),
+    ],
+)
+def test_unknown_keys_are_refused_with_the_closest(overrides, message, tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    err = failing(
+        evaluate, [f"encoder={weights}", *overrides, f"results={tmp_path / 'r.csv'}"], monkeypatch, capsys
+    )
+    assert message in err
+    assert "To append to your config" not in err and "Traceback" not in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_settings_the_code_reads_are_accepted(tmp_path, monkeypatch, capsys):
+    weights = export_tiny(tmp_path / "enc")
+    argv = [
+        f"encoder={weights}",
+        "eval=suite",
+        "+eval.classification.finetune.lr=0.01",  # run_finetune reads it; no eval config sets it
+        "+eval.segmentation.decoder_channels=32",
+        "+data.eval_sets.classification.test_scenes=1",  # synthetic_classification reads it
+        "+eval.extra_sets.crowns={_target_:rsssl.eval.seg_data.npz_segmentation,path:x.npz}",
+        "--cfg",
+        "job",
+    ]
+    run(evaluate, argv, monkeypatch)
+    assert "decoder_channels: 32" in capsys.readouterr().out

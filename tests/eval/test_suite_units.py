@@ -100,3 +100,18 @@ def test_random_init_rows_carry_its_init_seed_and_weights_hash(tmp_path):
     rows = read_rows(results)
     assert {(r.pretrain_seed, r.checkpoint_hash) for r in rows} == {(1, random_init.checkpoint_hash)}
     assert results.read_text().startswith(HEADER)
+
+
+def test_each_finished_unit_says_its_headline_number_once(tmp_path):
+    """One line per unit measured (method, set, protocol, budget, seed, OA); none when skipped."""
+    results, lines, settings = tmp_path / "results.csv", [], {**KNN, "seeds": [0, 1]}
+    Suite(results, classification=settings, log=lines.append).evaluate([_image_stats()], [_set()])
+    oa = {r.seed: r.value for r in read_rows(results) if r.metric == "oa"}
+    assert lines == [
+        "evaluating image_stats on synthetic (classification)",
+        f"image_stats on synthetic: knn 2/class seed 0: oa {oa[0]:.4f}",
+        f"image_stats on synthetic: knn 2/class seed 1: oa {oa[1]:.4f}",
+    ]
+    lines.clear()
+    Suite(results, classification=settings, log=lines.append).evaluate([_image_stats()], [_set()])
+    assert lines == ["evaluating image_stats on synthetic (classification)"]  # every unit was done
