@@ -64,9 +64,14 @@ READ_BY_CODE: dict[str, frozenset[str]] = {
     "method.optimizer": frozenset({"name", "lr", "weight_decay", "momentum", "warmup", "nesterov", "betas"}),
     "method.ema": frozenset({"base", "final"}),
     "data.eval_sets": frozenset(TASKS),
-    # Suite passes the seeds and device itself; `budgets` is its own option (fine-tune fewer budgets)
-    "eval.classification.finetune": _keywords_with_defaults(run_finetune) - {"seeds", "device"},
-    "eval.segmentation": _keywords_with_defaults(run_segmentation) - {"device"},
+    # Suite passes the seeds and device itself; `budgets` is its own option (fine-tune fewer budgets);
+    # the encoder's lr factor is the supervised reference's setting (fine-tuning keeps 0.1)
+    "eval.classification.finetune": _keywords_with_defaults(run_finetune)
+    - {"seeds", "device", "encoder_lr_factor"},
+    "eval.classification.supervised": _keywords_with_defaults(run_finetune) - {"seeds", "device"},
+    "eval.segmentation": _keywords_with_defaults(run_segmentation) - {"device", "encoder_lr_factor"},
+    "eval.segmentation.supervised": _keywords_with_defaults(run_segmentation)
+    - {"device", "modes", "fractions", "seeds"},
 }
 #: nodes whose keys are names the user chooses (each extra set is its own `_target_` node)
 FREE_FORM = frozenset({"eval.extra_sets"})

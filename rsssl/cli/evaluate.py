@@ -61,7 +61,8 @@ def make_suite(cfg: DictConfig) -> Suite:
 
 
 def evaluate_encoder(cfg: DictConfig, weights_path: str, include_encoder: bool = True) -> dict[str, float]:
-    """Evaluate one encoder and, if asked, the baselines; returns seconds per candidate.
+    """Evaluate one encoder and, if asked, the baselines (`eval.baselines`; the supervised
+    reference among them unless `eval.supervised=false`); returns seconds per candidate.
 
     `include_encoder=False` evaluates only the baselines beside it (for the random-init method,
     whose offline numbers are the random-init baseline's).
@@ -70,7 +71,8 @@ def evaluate_encoder(cfg: DictConfig, weights_path: str, include_encoder: bool =
     if include_encoder and candidate.meta.get("config") is not None:
         record_config(cfg.results, candidate.config_hash, candidate.meta["config"])
     candidates = [candidate] if include_encoder else []
-    candidates += baseline_candidates(candidate.meta) if cfg.eval.baselines else []
+    if cfg.eval.baselines:
+        candidates += baseline_candidates(candidate.meta, supervised=cfg.eval.get("supervised", True))
     datasets = build_eval_sets(cfg.data, cfg.eval)
     seconds = make_suite(cfg).evaluate(candidates, datasets)
     for run_id, spent in seconds.items():

@@ -8,8 +8,9 @@ trained on the budget's labelled subset (`select_budget`) and scored on the full
   successive seeded permutations of the subset (every sample is seen once per pass);
 - inputs normalised with the encoder's own statistics (`normalise_for`), then random flips and
   quarter turns on the device (`preset("geometric")`): overhead imagery has no "up";
-- AdamW, the head at `lr` and the encoder at `lr / 10` (the pretrained weights move less than the
-  new head), linear warm-up then cosine decay to zero;
+- AdamW, the head at `lr` and the encoder at `lr * encoder_lr_factor`: 0.1 by default (the
+  pretrained weights move less than the new head), 1.0 for the supervised reference trained from
+  a random init (nothing to preserve); linear warm-up then cosine decay to zero;
 - BatchNorm: with batches smaller than `MIN_BN_BATCH` the batch statistics are too noisy to
   train on (and a batch of one has none), so every BatchNorm layer stays in eval mode, i.e. uses
   the encoder's running statistics and does not update them; its affine weights still learn;
@@ -82,6 +83,7 @@ def finetune(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     warmup_fraction: float = 0.05,
+    encoder_lr_factor: float = 0.1,
     device: torch.device | str = "cpu",
 ) -> nn.Linear:
     """Train `encoder` (in place) and a new linear head on uint `images` / `labels`; return the head.
@@ -97,7 +99,10 @@ def finetune(
     order = _batch_indices(len(pool), batch, steps)
     views = ViewMaker(preset("geometric"), bands).to(device)
     optimizer = torch.optim.AdamW(
-        [{"params": head.parameters(), "lr": lr}, {"params": encoder.parameters(), "lr": lr / 10}],
+        [
+            {"params": head.parameters(), "lr": lr},
+            {"params": encoder.parameters(), "lr": lr * encoder_lr_factor},
+        ],
         weight_decay=weight_decay,
     )
     warmup = max(1, round(warmup_fraction * steps))
@@ -151,14 +156,16 @@ def run_finetune(
     batch_size: int = 64,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
+    encoder_lr_factor: float = 0.1,
     device: torch.device | str = "cpu",
 ) -> list[dict]:
     """Fine-tune a fresh encoder per (budget, seed) and score it on the full test split.
 
     `encoder_factory()` returns a new timm encoder (`num_classes=0`, `num_features`) holding the
     weights to evaluate; it is called under the seed, so a random-init baseline is reproducible
-    too. The seed picks the labelled subset (nested across budgets, see budgets.py) and all the
-    training randomness; the global RNG is left as it was. Returns one row per metric:
+    too. `encoder_lr_factor` scales the encoder's learning rate (see the module doc). The seed
+    picks the labelled subset (nested across budgets, see budgets.py) and all the training
+    randomness; the global RNG is left as it was. Returns one row per metric:
     {"protocol": "finetune", "budget", "seed", "metric", "value", "train_count", "warnings"}.
     """
     if dataset.task != "classification":
@@ -176,7 +183,8 @@ def run_finetune(
                 encoder = encoder_factory()
                 head = finetune(
                     encoder, meta, subset.images, subset.targets, dataset.num_classes, dataset.bands,
-                    steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, device=device,
+                    steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                    encoder_lr_factor=encoder_lr_factor, device=device,
                 )  # fmt: skip
             metrics = evaluate_classifier(encoder, head, meta, dataset.test, dataset.num_classes, device)
             log.info(

@@ -1,11 +1,18 @@
 """The common evaluation suite: every encoder judged by the same protocols, rows to the store.
 
-For one exported encoder (and, beside it, the random-init and image-statistics baselines) and
-a list of labelled sets, it runs the configured protocols under every label budget and seed,
-and appends one long-format row per metric. A unit of work (candidate, set, protocol,
-budget, seed) is skipped when the store already holds every metric row of it from the same
-encoder (weights), the same set (content) and the same protocol settings (the row's
-``eval_hash``), so a re-run of a sweep resumes and a changed setting is measured afresh.
+For one exported encoder (and, beside it, the random-init and image-statistics baselines and the
+supervised reference) and a list of labelled sets, it runs the configured protocols under every
+label budget and seed, and appends one long-format row per metric. A unit of work (candidate,
+set, protocol, budget, seed) is skipped when the store already holds every metric row of it from
+the same encoder (weights), the same configuration (``config_hash``), the same set (content) and
+the same protocol settings (the row's ``eval_hash``), so a re-run of a sweep resumes and a changed
+setting is measured afresh.
+
+The supervised reference is the encoder's architecture trained from its seeded random init on
+each budget's labels only: the fine-tune protocols ("finetune", "segmentation_finetune") with the
+encoder at the head's learning rate (nothing pretrained to preserve) and its own overrides
+(``supervised`` beside the protocol's settings). Its rows share the fine-tune columns (the same
+``eval_hash``); its recipe is hashed into their ``config_hash``.
 """
 
 from __future__ import annotations
@@ -40,11 +47,19 @@ from rsssl.eval.image_stats import image_statistics_features
 from rsssl.eval.knn import knn_predict
 from rsssl.eval.linear import fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
-from rsssl.eval.segmentation import run_segmentation
+from rsssl.eval.segmentation import MODES, run_segmentation
 from rsssl.models.export import backbone_like, file_sha256, load_encoder
 from rsssl.results.store import ResultRow, append_rows, read_rows, relative_run_id
 
 CLASSIFICATION_METRICS = ("oa", "aa", "kappa", "f1_macro")
+SUPERVISED = "supervised"
+# What the suite loops over itself: a unit's budget, mode and seed, never part of its settings.
+LOOP_SETTINGS = ("budgets", "modes", "fractions", "seeds")
+# Settings of a training recipe, not of a protocol: kept out of the eval hash. The fine-tune
+# protocols use their defaults; the supervised reference's recipe hashes them (`Suite.config_hash`).
+RECIPE_SETTINGS = ("encoder_lr_factor",)
+# The supervised reference's recipe beyond the protocol's settings: the encoder learns at the head's lr.
+SUPERVISED_RECIPE = {"encoder_lr_factor": 1.0}
 # Metrics every segmentation unit writes, besides one "iou_<class>" per class (segmentation.py).
 SEGMENTATION_METRICS = ("oa", "miou", "kappa")
 
@@ -56,6 +71,8 @@ class Candidate:
     `weights_hash` is the sha256 of its weights ("" for image statistics, which have none):
     with the architecture and normalisation in `meta` it keys the feature cache and, as the
     rows' `checkpoint_hash`, tells whether a unit in the store came from these weights.
+    `from_scratch` marks the supervised reference: trained (fine-tune protocols) only, with its
+    own recipe.
     """
 
     method: str
@@ -66,6 +83,7 @@ class Candidate:
     config_hash: str = ""
     pretrain_data: str = ""
     pretrain_seed: int | None = None
+    from_scratch: bool = False
 
     @property
     def backbone(self) -> str:
@@ -130,23 +148,28 @@ def encoder_candidate(weights_path: str | Path, runs_dir: str | Path = "runs") -
     )
 
 
-def baseline_candidates(meta: dict, seed: int = 0) -> list[Candidate]:
-    """Random-init encoder of the same architecture and bands (initialised with `seed`), and
-    image statistics."""
+def baseline_candidates(meta: dict, seed: int = 0, supervised: bool = True) -> list[Candidate]:
+    """Random-init encoder of the same architecture and bands (initialised with `seed`), image
+    statistics and, with `supervised`, the supervised reference (the same initial weights)."""
     arch = f"{meta['timm_name']}:{meta['in_chans']}:{meta.get('data', '')}"
     factory = functools.partial(backbone_like, meta, seed)
-    return [
-        Candidate(
-            "random_init",
-            f"baseline:random_init:{arch}:seed{seed}",
+    weights_hash = state_dict_digest(factory())
+
+    def random_encoder(method: str, from_scratch: bool = False) -> Candidate:
+        return Candidate(
+            method,
+            f"baseline:{method}:{arch}:seed{seed}",
             meta,
             factory,
-            weights_hash=state_dict_digest(factory()),
+            weights_hash=weights_hash,
             pretrain_data=meta.get("data", ""),
             pretrain_seed=seed,
-        ),
-        Candidate("image_stats", f"baseline:image_stats:{meta['in_chans']}", meta, None),
-    ]
+            from_scratch=from_scratch,
+        )
+
+    image_stats = Candidate("image_stats", f"baseline:image_stats:{meta['in_chans']}", meta, None)
+    reference = [random_encoder(SUPERVISED, from_scratch=True)] if supervised else []
+    return [random_encoder("random_init"), image_stats, *reference]
 
 
 def settings_with_defaults(protocol: Callable, settings: dict, skip: Iterable[str] = ()) -> dict:
@@ -221,7 +244,16 @@ class Suite:
         self._present: dict[tuple, set[str]] = defaultdict(set)  # unit -> metrics in the store
         for r in read_rows(self.results):
             self._present[
-                (r.run_id, r.checkpoint_hash, r.eval_data, r.eval_hash, r.protocol, r.budget, r.seed)
+                (
+                    r.run_id,
+                    r.checkpoint_hash,
+                    r.eval_data,
+                    r.eval_hash,
+                    r.protocol,
+                    r.budget,
+                    r.seed,
+                    r.config_hash,
+                )
             ].add(r.metric)
         self._digests: dict[int, tuple[EvalDataset, dict[str, str]]] = {}
 
@@ -238,13 +270,34 @@ class Suite:
             return {"k": int(cfg.get("knn_k", 20)), "temperature": float(cfg.get("knn_temperature", 0.07))}
         if protocol == "linear":
             return {"val_fraction": float(cfg.get("val_fraction", 0.2))}
+        skip = (*LOOP_SETTINGS, *RECIPE_SETTINGS, SUPERVISED)
         if protocol == "finetune":
-            return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=("budgets", "seeds"))
+            return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=skip)
         if protocol.startswith("segmentation_"):
-            return settings_with_defaults(
-                run_segmentation, self.segmentation, skip=("modes", "fractions", "seeds")
-            )
+            return settings_with_defaults(run_segmentation, self.segmentation, skip=skip)
         raise ValueError(f"unknown protocol {protocol!r}")
+
+    def recipe(self, candidate: Candidate, protocol: str) -> dict:
+        """What `candidate` is trained with under a trained protocol (fine-tuning, segmentation):
+        the protocol's settings; for the supervised reference, with `SUPERVISED_RECIPE` and then its
+        own `supervised` settings over them."""
+        if protocol == "finetune":  # its `budgets` stays: fine-tune only at those budgets
+            task, settings = self.classification, dict(self.classification.get("finetune", {}))
+        else:
+            task = self.segmentation
+            settings = {k: v for k, v in task.items() if k not in (*LOOP_SETTINGS, SUPERVISED)}
+        if not candidate.from_scratch:
+            return settings
+        return {**settings, **SUPERVISED_RECIPE, **task.get(SUPERVISED, {})}
+
+    def config_hash(self, candidate: Candidate, protocol: str) -> str:
+        """The rows' `config_hash`: the candidate's; for the supervised reference, a hash of its
+        recipe under `protocol`, defaults included (an omitted setting and its default hash alike)."""
+        if not candidate.from_scratch:
+            return candidate.config_hash
+        run = run_finetune if protocol == "finetune" else run_segmentation
+        recipe = settings_with_defaults(run, self.recipe(candidate, protocol), skip=LOOP_SETTINGS)
+        return content_key(protocol=protocol, recipe=recipe)[:16]
 
     def eval_hash(self, dataset: EvalDataset, protocol: str) -> str:
         return eval_hash(self.digests(dataset)["set"], protocol, self.protocol_settings(protocol))
@@ -260,6 +313,7 @@ class Suite:
             protocol,
             budget,
             seed,
+            self.config_hash(candidate, protocol),
         )
 
     def done(self, candidate: Candidate, dataset: EvalDataset, protocol: str, budget: str, seed: int) -> bool:
@@ -290,7 +344,7 @@ class Suite:
                 metric=name,
                 value=value,
                 checkpoint_hash=candidate.checkpoint_hash,
-                config_hash=candidate.config_hash,
+                config_hash=unit[7],
                 git_commit=git_commit(),
                 pretrain_seed=candidate.pretrain_seed,
                 eval_hash=unit[3],
@@ -314,7 +368,8 @@ class Suite:
             for b in cfg.get("budgets", (5, 20, 50, 100, 0.01, 0.1, 1.0))
         ]
         seeds = [int(s) for s in cfg.get("seeds", (0, 1, 2))]
-        frozen = [p for p in protocols if p in ("knn", "linear")]
+        # the supervised reference is only trained: its frozen features are random_init's
+        frozen = [] if candidate.from_scratch else [p for p in protocols if p in ("knn", "linear")]
         if frozen:
             digests = self.digests(dataset)
             train_x = candidate.features(dataset, "train", self.device, self.cache_dir, digests)
@@ -357,7 +412,7 @@ class Suite:
         return selection
 
     def _finetune(self, candidate: Candidate, dataset: EvalDataset, budget, seed: int) -> None:
-        settings = dict(self.classification.get("finetune", {}))
+        settings = self.recipe(candidate, "finetune")
         only = settings.pop("budgets", None)  # fine-tuning is costly: optionally fewer budgets
         label = format_budget(budget)
         if (only is not None and budget not in only) or self.done(
@@ -379,12 +434,13 @@ class Suite:
     def run_segmentation(self, candidate: Candidate, dataset: EvalDataset) -> None:
         if candidate.factory is None:
             return  # image statistics are a scene-level baseline; see the leaderboard note
-        cfg = dict(self.segmentation)
-        modes = list(cfg.pop("modes", ("frozen", "finetune")))
-        fractions = [float(f) for f in cfg.pop("fractions", (0.01, 0.1, 1.0))]
-        seeds = [int(s) for s in cfg.pop("seeds", (0, 1, 2))]
+        cfg = self.segmentation
+        modes = [m for m in cfg.get("modes", MODES) if m == "finetune" or not candidate.from_scratch]
+        fractions = [float(f) for f in cfg.get("fractions", (0.01, 0.1, 1.0))]
+        seeds = [int(s) for s in cfg.get("seeds", (0, 1, 2))]
         for mode in modes:
             protocol = f"segmentation_{mode}"
+            settings = self.recipe(candidate, protocol)
             for fraction in fractions:
                 for seed in seeds:
                     label = format_budget(fraction)
@@ -398,7 +454,7 @@ class Suite:
                         seeds=(seed,),
                         modes=(mode,),
                         device=self.device,
-                        **cfg,
+                        **settings,
                     )
                     self.write(candidate, dataset, protocol, label, seed, protocol_metrics(rows))
 

@@ -35,8 +35,9 @@ PROTOCOLS = ("knn", "linear", "finetune", "segmentation_frozen", "segmentation_f
 # Online-probe numbers come from pretraining and are never shown beside offline ones.
 ONLINE_PROTOCOLS = frozenset({"online_linear"})
 AGGREGATE_SEED = -1
-# Reference encoders reported beside every method (the leaderboard lists them after the methods).
-BASELINES = ("random_init", "image_stats")
+# Reference encoders reported beside every method (the leaderboard lists them after the methods, in
+# this order: the supervised reference, trained from scratch on the labels, is the upper one).
+BASELINES = ("supervised", "random_init", "image_stats")
 
 
 def utc_now() -> str:
@@ -53,8 +54,9 @@ class ResultRow:
     ``interval`` the 95 % half-width of such an aggregate (``None``, stored as "", otherwise).
     ``run_id`` is the run folder relative to the runs folder (never a machine path).
     ``config_hash`` hashes the pretraining configuration without its seed, so the pretraining
-    seeds of one configuration share it; ``pretrain_seed`` tells them apart (the init seed for the
-    random-init baseline, ``None``, stored as "", when unknown). ``eval_hash`` identifies what was
+    seeds of one configuration share it (the supervised reference's hashes its training recipe);
+    ``pretrain_seed`` tells them apart (the init seed for the random-init baseline and the
+    supervised reference, ``None``, stored as "", when unknown). ``eval_hash`` identifies what was
     measured: the evaluation set's content and the protocol's settings.
     """
 

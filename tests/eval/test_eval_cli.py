@@ -83,10 +83,11 @@ def test_classification_rows_baselines_and_resume(tmp_path, monkeypatch, capsys)
     run(evaluate, argv, monkeypatch)
     rows = read_rows(results)
     methods = {r.method for r in rows}
-    assert methods == {"moco", "random_init", "image_stats"}
+    assert methods == {"moco", "random_init", "image_stats", "supervised"}
     protocols = {(r.method, r.protocol) for r in rows}
     assert ("moco", "finetune") in protocols and ("image_stats", "linear") in protocols
     assert ("image_stats", "finetune") not in protocols  # no encoder to fine-tune
+    assert {p for m, p in protocols if m == "supervised"} == {"finetune"}  # trained from scratch only
     assert {r.budget for r in rows} == {"5/class", "1000/class"}
     assert {r.seed for r in rows} == {0, 1}
     counts = {r.value for r in rows if r.metric == "train_count" and r.budget == "5/class"}
@@ -105,6 +106,24 @@ def test_classification_rows_baselines_and_resume(tmp_path, monkeypatch, capsys)
     before = results.read_text()
     run(evaluate, argv, monkeypatch)  # a re-run skips every unit already in the store
     assert results.read_text() == before
+
+
+def test_eval_supervised_false_drops_only_the_supervised_reference(tmp_path, monkeypatch):
+    weights = export_tiny(tmp_path / "enc")
+    results = tmp_path / "results.csv"
+    argv = [
+        f"encoder={weights}",
+        *SMALL_SYNTHETIC,
+        *QUICK_CLASSIFICATION,
+        "eval.classification.budgets=[5]",
+        "eval.classification.seeds=[0]",
+        "eval.classification.protocols=[finetune]",
+        "eval.supervised=false",
+        f"results={results}",
+        "features_cache_dir=null",
+    ]
+    run(evaluate, argv, monkeypatch)
+    assert {r.method for r in read_rows(results)} == {"moco", "random_init"}
 
 
 def test_segmentation_on_real_tree_crowns(data_dir, tmp_path, monkeypatch):
@@ -131,7 +150,8 @@ def test_segmentation_on_real_tree_crowns(data_dir, tmp_path, monkeypatch):
     assert {r.eval_data for r in rows} == {"deepforest_treecrowns_dev"}
     assert {r.protocol for r in rows} == {"segmentation_frozen", "segmentation_finetune"}
     assert {"oa", "miou", "kappa"} <= {r.metric for r in rows}
-    assert {r.method for r in rows} == {"moco", "random_init"}  # image statistics: scene-level only
+    assert {r.method for r in rows} == {"moco", "random_init", "supervised"}  # image statistics: scenes only
+    assert {r.protocol for r in rows if r.method == "supervised"} == {"segmentation_finetune"}
 
 
 def failing(module, argv, monkeypatch, capsys) -> str:
@@ -343,6 +363,9 @@ def test_unknown_eval_task_names_the_closest(tmp_path, monkeypatch, capsys):
         (["eval.classification.budget=[5]"], "did you mean eval.classification.budgets?"),
         (["+eval.classification.finetune.step=3"], "did you mean eval.classification.finetune.steps?"),
         (["eval=segmentation", "+eval.segmentation.decoder_chanels=8"], "eval.segmentation.decoder_channels"),
+        (["+eval.classification.finetune.encoder_lr_factor=1"], "has no setting 'encoder_lr_factor'"),
+        (["+eval.classification.supervised.step=3"], "did you mean eval.classification.supervised.steps?"),
+        (["eval=segmentation", "+eval.segmentation.supervised.modes=[finetune]"], "has no setting 'modes'"),
     ],
 )
 def test_unknown_keys_are_refused_with_the_closest(overrides, message, tmp_path, monkeypatch, capsys):
@@ -362,10 +385,14 @@ def test_settings_the_code_reads_are_accepted(tmp_path, monkeypatch, capsys):
         "eval=suite",
         "+eval.classification.finetune.lr=0.01",  # run_finetune reads it; no eval config sets it
         "+eval.segmentation.decoder_channels=32",
+        "eval.classification.supervised.steps=1000",  # the supervised reference's own recipe
+        "+eval.classification.supervised.weight_decay=0.05",
+        "+eval.segmentation.supervised.lr=0.01",
         "+data.eval_sets.classification.test_scenes=1",  # synthetic_classification reads it
         "+eval.extra_sets.crowns={_target_:rsssl.eval.seg_data.npz_segmentation,path:x.npz}",
         "--cfg",
         "job",
     ]
     run(evaluate, argv, monkeypatch)
-    assert "decoder_channels: 32" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "decoder_channels: 32" in out and "steps: 1000" in out and "weight_decay: 0.05" in out

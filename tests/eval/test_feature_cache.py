@@ -80,7 +80,7 @@ def test_other_weights_or_normalisation_under_one_run_id_get_their_own_features(
 def test_the_same_content_under_another_name_is_a_cache_hit(tmp_path):
     dataset, renamed = _set(0), _set(0)
     renamed.name = "another_name"
-    (random_init, image_stats) = baseline_candidates(META)
+    (random_init, image_stats) = baseline_candidates(META, supervised=False)
     for candidate in (random_init, image_stats):
         first = candidate.features(dataset, "train", "cpu", None)
         key = candidate.features_key(set_digests(renamed)["train"], "cpu")
@@ -89,7 +89,7 @@ def test_the_same_content_under_another_name_is_a_cache_hit(tmp_path):
 
 def test_disk_entries_are_named_by_content_and_read_back(tmp_path):
     dataset = _set(0)
-    (random_init, _) = baseline_candidates(META)
+    (random_init, _) = baseline_candidates(META, supervised=False)
     first = random_init.features(dataset, "test", "cpu", str(tmp_path))
     key = random_init.features_key(set_digests(dataset)["test"], "cpu")
     assert [p.name for p in tmp_path.iterdir()] == [f"{key}.safetensors"]  # no name, no temporary left

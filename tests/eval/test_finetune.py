@@ -93,3 +93,21 @@ def test_tiny_batches_keep_batchnorm_statistics(dataset):
     bn = next(m for m in factory.made[0].modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
     assert int(bn.num_batches_tracked) == 0
+
+
+def largest_move(before: dict, module: torch.nn.Module) -> float:
+    return max(float((p.detach() - before[name]).abs().max()) for name, p in module.named_parameters())
+
+
+@pytest.mark.parametrize("factor", [0.1, 1.0])
+def test_one_step_moves_the_encoder_by_its_learning_rate(dataset, factor):
+    """AdamW's first step moves a weight by lr * g / (|g| + eps), i.e. by lr wherever it has a
+    gradient (weight decay 0; one step: warm-up factor 1): the encoder's largest move is lr * factor."""
+    torch.manual_seed(0)
+    encoder = Factory()()
+    before = {name: p.detach().clone() for name, p in encoder.named_parameters()}
+    finetune_module.finetune(
+        encoder, META, dataset.train.images, dataset.train.targets, 4, BANDS,
+        steps=1, batch_size=16, lr=1e-2, weight_decay=0.0, encoder_lr_factor=factor,
+    )  # fmt: skip
+    assert largest_move(before, encoder) == pytest.approx(1e-2 * factor, rel=1e-4)

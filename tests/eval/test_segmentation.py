@@ -21,6 +21,7 @@ from rsssl.eval.segmentation import (
     train_segmentation,
 )
 from rsssl.models.backbones import ConfigError, create_backbone
+from tests.eval.test_finetune import largest_move
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -295,3 +296,17 @@ def test_pre_cut_tiles_can_be_recut_smaller(data_dir):
     np.testing.assert_array_equal(quarters.train.targets[2], whole.train.targets[0][128:, :128])
     with pytest.raises(DataError, match="must divide"):
         npz_segmentation(data_dir / "deepforest_treecrowns_dev.npz", tile_size=100)
+
+
+@pytest.mark.parametrize("factor", [0.1, 1.0])
+def test_one_fine_tuning_step_moves_the_encoder_by_its_learning_rate(factor):
+    """AdamW's first step moves a weight by lr * g / (|g| + eps), i.e. by lr wherever it has a
+    gradient (weight decay 0; the cosine starts at 1): the encoder's largest move is lr * factor."""
+    torch.manual_seed(0)
+    net = SegmentationNet(tiny_encoder(), 2)
+    before = {name: p.detach().clone() for name, p in net.encoder.named_parameters()}
+    train_segmentation(
+        net, block_set(train=8).train, META, steps=1, batch_size=4, lr=1e-2, weight_decay=0.0,
+        encoder_lr_factor=factor,
+    )  # fmt: skip
+    assert largest_move(before, net.encoder) == pytest.approx(1e-2 * factor, rel=1e-4)

@@ -180,8 +180,9 @@ def test_baselines_intervals_cover_label_seeds() -> None:
     assert aggs["random_init"].name == "random_init"
 
 
-def test_several_random_initialisations_are_initialisation_seeds() -> None:
-    rows = _rows({0: [0.30], 1: [0.32]}, method="random_init", config_hash="")
+@pytest.mark.parametrize("method", ["random_init", "supervised"])
+def test_several_random_initialisations_are_initialisation_seeds(method: str) -> None:
+    rows = _rows({0: [0.30], 1: [0.32]}, method=method, config_hash="")
     (agg,) = aggregate(rows)
     assert _summary(agg)[2:] == (2, 1, "initialisation seeds")
 
@@ -216,8 +217,8 @@ VARIANCE_NOTE = (
     "protocol's own randomness), not pretraining.",
     "A cell from one distinct evaluation (one label seed, or label seeds whose results are all identical, "
     "such as a deterministic protocol on the whole training set) has no interval.",
-    "Baselines (random_init, image_stats) are not pretrained: their intervals cover label seeds "
-    "(and random_init's initialisation seeds, where it has several).",
+    "Baselines (supervised, random_init, image_stats) are not pretrained: their intervals cover label "
+    "seeds (and the initialisation seeds of supervised and random_init, where they have several).",
     "`leaderboard.csv` gives each cell's `n_pretrain_seeds`, `n_label_seeds` and `interval_covers`.",
 )
 
