@@ -53,6 +53,8 @@ def main(cfg: DictConfig) -> None:
         plots=cfg.plots,
         metrics=metrics,
         configs=read_configs(results),
+        ranking_resamples=cfg.ranking_resamples,
+        ranking_seed=cfg.ranking_seed,
     )
     print(f"leaderboard from {len(rows)} rows of {results} written to {Path(cfg.out)}/:")
     for path in written:

@@ -20,7 +20,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from rsssl.eval import intervals
 from rsssl.results.store import AGGREGATE_SEED, BASELINES, ResultRow
@@ -37,13 +37,15 @@ _LOWER_IS_BETTER = re.compile(r"(?<![a-z])(loss|error|err|rmse|mae|mse|ece)(?![a
 
 @dataclass(frozen=True)
 class Spread:
-    """Mean, 95 % half-width (``None``: none), what it covers and the counts behind it."""
+    """Mean, 95 % half-width (``None``: none), what it covers, the counts behind it and the
+    values themselves: each pretraining run's distinct label-seed values (empty: a stored aggregate)."""
 
     mean: float
     interval: float | None
     covers: str
     n_pretrain_seeds: int
     n_label_seeds: int
+    runs: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Aggregate:
     ``name`` is the method, with the configuration keys that differ from its other
     configurations where there are several (a sweep). The counts are 0 for a number taken
     from a stored aggregate row. ``mark`` is "best" in its column, "tied" with it, or "".
+    ``runs`` are the values behind the mean (``Spread.runs``), which the ranking's bootstrap resamples.
     """
 
     method: str
@@ -71,6 +74,7 @@ class Aggregate:
     n_pretrain_seeds: int
     n_label_seeds: int
     mark: str = ""
+    runs: tuple[tuple[float, ...], ...] = field(default=(), repr=False)
 
     @property
     def entry(self) -> tuple[str, str, str]:
@@ -106,13 +110,14 @@ def nested_spread(runs: Sequence[Sequence[float]], *, pretrained: bool = True) -
     t-interval over its values; a single value has none. ``pretrained=False`` (random_init)
     names the runs initialisation seeds.
     """
+    kept = tuple(tuple(r) for r in runs)
     if len(runs) >= 2:
         mean, interval = mean_interval([math.fsum(r) / len(r) for r in runs])
         covers = COVERS_PRETRAINING if pretrained else COVERS_INITIALISATION
-        return Spread(mean, interval, covers, len(runs), min(len(r) for r in runs))
+        return Spread(mean, interval, covers, len(runs), min(len(r) for r in runs), kept)
     (values,) = runs
     mean, interval = mean_interval(values)
-    return Spread(mean, interval, "" if interval is None else COVERS_LABELS, 1, len(values))
+    return Spread(mean, interval, "" if interval is None else COVERS_LABELS, 1, len(values), kept)
 
 
 def distinct_evaluations(by_seed: Mapping[int, Mapping[str, float]]) -> list[Mapping[str, float]]:
@@ -232,6 +237,7 @@ def aggregate(rows: Iterable[ResultRow], configs: Mapping[str, Mapping] | None =
             interval_covers=s.covers,
             n_pretrain_seeds=s.n_pretrain_seeds,
             n_label_seeds=s.n_label_seeds,
+            runs=s.runs,
         )
         for (cell, metric), s in sorted(spreads.items())
     ]

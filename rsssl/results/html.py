@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1b1f24; background: #fff; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.15rem; margin-top: 2rem; } h3 { font-size: 1rem; }
 .note { max-width: 60rem; color: #444; }
 .wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
@@ -85,7 +85,7 @@ def _td(cell: Cell, numeric: bool) -> str:
     return f'<td{attr} data-v="{escape(value)}">{escape(cell.text)}</td>'
 
 
-def _table(table: Table) -> str:
+def _table(table: Table, level: str = "h2") -> str:
     head = "".join(_th(h, b) for h, b in zip(table.headers, table.better, strict=True))
     body = "\n".join(
         "<tr>" + "".join(_td(c, bool(b)) for c, b in zip(row, table.better, strict=True)) + "</tr>"
@@ -93,13 +93,22 @@ def _table(table: Table) -> str:
     )
     note = f'\n<p class="note">{_inline_code(table.note)}</p>' if table.note else ""
     return (
-        f'<h2>{escape(table.title)}</h2>\n<div class="wrap"><table id="{escape(table.id)}">\n'
+        f'<{level}>{escape(table.title)}</{level}>\n<div class="wrap"><table id="{escape(table.id)}">\n'
         f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></div>{note}"
     )
 
 
-def render_html(title: str, note: str, tables: Sequence[Table], images: Sequence[tuple[str, str]]) -> str:
-    """The complete page; ``images`` are (relative src, caption) pairs of the plots."""
+def render_html(
+    title: str,
+    note: str,
+    tables: Sequence[Table],
+    images: Sequence[tuple[str, str]],
+    ranking_note: str = "",
+    ranking: Sequence[Table] = (),
+    ranking_title: str = "",
+) -> str:
+    """The complete page; ``images`` are (relative src, caption) pairs of the plots. Where there is
+    a ``ranking_note``, a ``ranking_title`` section with it and the ``ranking`` tables comes first."""
     paragraphs = "\n".join(f'<p class="note">{_inline_code(p)}</p>' for p in note.split("\n\n"))
     figures = "\n".join(
         f'<figure><img src="{escape(src)}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption>'
@@ -108,6 +117,9 @@ def render_html(title: str, note: str, tables: Sequence[Table], images: Sequence
     )
     plots = f'<h2>Label efficiency</h2>\n<div class="plots">\n{figures}\n</div>' if images else ""
     tables_html = "\n".join(_table(t) for t in tables)
+    if ranking_note:
+        section = [f"<h2>{escape(ranking_title)}</h2>", f'<p class="note">{_inline_code(ranking_note)}</p>']
+        tables_html = "\n".join([*section, *(_table(t, "h3") for t in ranking), tables_html])
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

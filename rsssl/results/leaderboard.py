@@ -4,7 +4,8 @@ Numbers are never typed by hand: every table is rebuilt from the long-format row
 ``rsssl.results.aggregate`` for what one number is). One row per configuration; each column
 names its protocol, and online-probe numbers (measured during pretraining) get their own table
 so they are never ranked against offline evaluations. In each column the best mean is marked,
-and so is every entry that cannot be told apart from it (overlapping intervals).
+and so is every entry that cannot be told apart from it (overlapping intervals). Above them, the
+overall ranking (``rsssl.results.ranking``) scores every entry across all columns at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from rsssl.results.aggregate import (
 )
 from rsssl.results.html import render_html
 from rsssl.results.plots import Plot, label_efficiency_plots
+from rsssl.results.ranking import Column, Ranking, rank_entries
 from rsssl.results.store import BASELINES, ONLINE_PROTOCOLS, PROTOCOLS, ResultRow, parse_budget, utc_now
 
 __all__ = ["Aggregate", "aggregate", "higher_is_better", "mean_interval", "write_leaderboard"]
@@ -53,6 +55,22 @@ CSV_COLUMNS = (
     "n_pretrain_seeds",
     "n_label_seeds",
     "mark",
+    "normalised",
+    "rank",
+)
+RANKING_CSV_COLUMNS = (
+    "method",
+    "configuration",
+    "backbone",
+    "pretrain_data",
+    "config_hash",
+    "anchor",
+    "iqm",
+    "iqm_low",
+    "iqm_high",
+    "interval_covers",
+    "n_columns",
+    "mean_rank",
 )
 # A CSV cell starting with one of these is a formula to a spreadsheet (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -125,10 +143,23 @@ SEGMENTATION_NOTE = (
 )
 
 
+SUPERVISED_NOTE = (
+    "supervised is the reference trained without pretraining: the same architecture from its random "
+    "initialisation, trained on each budget's labels only with the fine-tune protocol (the encoder at the "
+    "head's learning rate; its own settings: eval.classification.supervised, eval.segmentation.supervised), "
+    "so it has numbers in the fine-tune columns only."
+)
+
+
 def _table_note(aggs: Sequence[Aggregate]) -> str:
-    """What the table leaves out and why: image statistics have no segmentation numbers."""
-    segmentation = [a for a in aggs if a.protocol.startswith("segmentation")]
-    return SEGMENTATION_NOTE if segmentation and "image_stats" not in {a.method for a in segmentation} else ""
+    """What the table leaves out and why (image statistics have no segmentation numbers), and what
+    the supervised reference is where it has a row."""
+    segmentation = {a.method for a in aggs if a.protocol.startswith("segmentation")}
+    notes = (
+        SEGMENTATION_NOTE if segmentation and "image_stats" not in segmentation else "",
+        SUPERVISED_NOTE if any(a.method == "supervised" for a in aggs) else "",
+    )
+    return " ".join(filter(None, notes))
 
 
 def _seed_count(aggs: Sequence[Aggregate]) -> str:
@@ -210,17 +241,31 @@ def _md_text(cell: Cell) -> str:
     return f"{mark}{text}{mark}"
 
 
-def render_markdown(tables: Sequence[Table], note: str, plots: Sequence[Plot], out_dir: Path) -> str:
-    """The whole LEADERBOARD.md: note, one section per table, then the plots."""
+def _md_table(table: Table, level: str) -> list[str]:
+    parts = [f"{level} {table.title}", ""]
+    parts.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
+    parts.append("|" + "|".join("---" if b == "" else "---:" for b in table.better) + "|")
+    parts += ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in table.rows]
+    parts.append("")
+    return parts + [table.note, ""] if table.note else parts
+
+
+def render_markdown(
+    tables: Sequence[Table],
+    note: str,
+    plots: Sequence[Plot],
+    out_dir: Path,
+    ranking_note: str = "",
+    ranking: Sequence[Table] = (),
+) -> str:
+    """The whole LEADERBOARD.md: note, the overall ranking, one section per table, then the plots."""
     parts = ["# rsssl leaderboard", "", note, ""]
+    if ranking_note:
+        parts += [f"## {RANKING_TITLE}", "", ranking_note, ""]
+        for table in ranking:
+            parts += _md_table(table, "###")
     for table in tables:
-        parts += [f"## {table.title}", ""]
-        parts.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
-        parts.append("|" + "|".join("---" if b == "" else "---:" for b in table.better) + "|")
-        parts += ["| " + " | ".join(_md_text(c) for c in row) + " |" for row in table.rows]
-        parts.append("")
-        if table.note:
-            parts += [table.note, ""]
+        parts += _md_table(table, "##")
     if plots:
         parts += ["## Label efficiency", ""]
         parts += [f"![{p.title}]({p.path.relative_to(out_dir).as_posix()})" for p in plots]
@@ -233,21 +278,159 @@ def spreadsheet_text(text: str) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
-def aggregates_csv(aggs: Sequence[Aggregate]) -> str:
-    """The aggregated numbers in long form (one row per leaderboard cell).
+def _number(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def aggregates_csv(aggs: Sequence[Aggregate], ranking: Ranking | None = None) -> str:
+    """The aggregated numbers in long form (one row per leaderboard cell), with each ranked cell's
+    normalised score and rank in its column (empty outside the overall ranking).
 
     Text cells that a spreadsheet would run as formulas are quoted (``spreadsheet_text``);
     numbers are written as numbers, negative ones included.
     """
+    ranked = (
+        {(e.entry, c): (e.scores[c], e.ranks[c]) for e in ranking.entries for c in e.scores}
+        if ranking
+        else {}
+    )
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for a in aggs:
         text = [a.name if c == "configuration" else getattr(a, c) for c in CSV_TEXT_COLUMNS]
-        interval = "" if a.interval is None else repr(a.interval)
-        numbers = [repr(a.mean), interval, a.interval_covers, a.n_pretrain_seeds, a.n_label_seeds]
-        writer.writerow([*map(spreadsheet_text, text), *numbers, a.mark])
+        numbers = [repr(a.mean), _number(a.interval), a.interval_covers, a.n_pretrain_seeds, a.n_label_seeds]
+        score, rank = ranked.get((a.entry, a.column), (None, None))
+        writer.writerow([*map(spreadsheet_text, text), *numbers, a.mark, _number(score), _number(rank)])
     return buf.getvalue()
+
+
+def ranking_csv(ranking: Ranking) -> str:
+    """The overall ranking, one row per entry, best first (``RANKING_CSV_COLUMNS``); only a header
+    when no column could be normalised."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(RANKING_CSV_COLUMNS)
+    for e in ranking.entries:
+        text = [e.method, e.name, e.backbone, e.pretrain_data, e.config_hash]
+        numbers = [repr(e.iqm), _number(e.low), _number(e.high), e.covers, len(e.scores), repr(e.mean_rank)]
+        writer.writerow([*map(spreadsheet_text, text), e.anchor, *numbers])
+    return buf.getvalue()
+
+
+RANKING_TITLE = "Overall ranking"
+_ANCHOR_TEXT = {"0": "0 by construction", "1": "1 by construction", "": ""}
+
+
+def _ranking_column_order(column: Column) -> tuple:
+    eval_data, *rest = column
+    return eval_data, _column_order(tuple(rest))
+
+
+def _column_labels(columns: Sequence[Column]) -> dict[Column, str]:
+    """ "eval data · protocol · budget · metric", with the eval hash where an evaluation set's protocol
+    was measured under several settings."""
+    hashes: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for eval_data, protocol, eval_hash, _, _ in columns:
+        hashes[eval_data, protocol].add(eval_hash)
+    return {
+        (eval_data, protocol, eval_hash, budget, metric): " · ".join(
+            p for p in (eval_data, protocol, budget, metric) if p
+        )
+        + (f" · eval {eval_hash[:8] or 'unknown'}" if len(hashes[eval_data, protocol]) > 1 else "")
+        for eval_data, protocol, eval_hash, budget, metric in columns
+    }
+
+
+def ranking_tables(ranking: Ranking) -> list[Table]:
+    """The normalised-IQM table and the rank-per-column table, entries best first; none without columns."""
+    if not ranking.columns:
+        return []
+    columns = sorted(ranking.columns, key=_ranking_column_order)
+    labels = _column_labels([*ranking.columns, *(c for c, _ in ranking.left_out)])
+    iqm_rows, rank_rows = [], []
+    for e in ranking.entries:
+        names = (Cell(e.name, e.name), Cell(e.backbone, e.backbone), Cell(e.pretrain_data, e.pretrain_data))
+        text = f"{e.iqm:.3f}" if e.low is None else f"{e.iqm:.3f} [{e.low:.3f}, {e.high:.3f}]"
+        seeds, anchor = _seed_count(e.cells), _ANCHOR_TEXT[e.anchor]
+        mean_rank = Cell(f"{e.mean_rank:.2f}", e.mean_rank)
+        iqm_rows.append(
+            (
+                *names,
+                Cell(seeds, seeds),
+                Cell(anchor, anchor),
+                Cell(text, e.iqm),
+                Cell(e.covers, e.covers),
+                Cell(str(len(e.scores)), len(e.scores)),
+                mean_rank,
+            )
+        )
+        ranks = (Cell(f"{e.ranks[c]:g}", e.ranks[c]) if c in e.ranks else Cell("", None) for c in columns)
+        rank_rows.append((*names, *ranks, mean_rank))
+    iqm_headers = (*LABEL_COLUMNS, "anchor", "normalised IQM [95 % interval]", "interval covers", "columns")
+    return [
+        Table(
+            "ranking",
+            "Normalised IQM",
+            (*iqm_headers, "mean rank"),
+            ("", "", "", "", "", "high", "", "high", "low"),
+            tuple(iqm_rows),
+        ),
+        Table(
+            "ranking-ranks",
+            "Rank per column",
+            (*LABEL_COLUMNS[:3], *(labels[c] for c in columns), "mean rank"),
+            ("",) * 3 + ("low",) * (len(columns) + 1),
+            tuple(rank_rows),
+        ),
+    ]
+
+
+RANKING_NOTE = (
+    "One row per entry, ranked across every column of the tables below that can be normalised. In a "
+    "column an entry's score is (x − random_init) / (supervised − random_init), with the means of the "
+    "two references in that column: random_init scores 0 and the supervised reference 1 by construction "
+    "(the anchors, kept as rows), and the denominator's sign turns lower-is-better metrics round. "
+    "An entry's normalised IQM is the interquartile mean of its scores: sorted, each score holds one unit "
+    "of weight, and the IQM is the mean over the middle half of that weight, a score at the 25th or 75th "
+    "percentile counting with the part of its unit inside (8 scores: the mean of the 3rd to 6th; 5: "
+    "(¾ x2 + x3 + ¾ x4) / 2.5). "
+    "Its 95 % interval is the 2.5–97.5 % percentile range of {resamples} bootstrap resamples (RNG seed "
+    "{seed}): in each, every cell, the references' included, is redrawn with replacement over its "
+    "configuration's pretraining seeds where it has two or more, else over its one run's label seeds "
+    "(then the interval covers label seeds, as the `interval covers` column says), and the scores and "
+    "the IQM are recomputed; a cell of one evaluation, or a stored aggregate, stays fixed. "
+    "`columns` counts the columns an entry has (it is ranked on those); the rank table gives its rank in "
+    "each column (1 = best, ties share the average rank) and their mean. `ranking.csv` has these numbers, "
+    "`leaderboard.csv` each ranked cell's `normalised` score and `rank`."
+)
+NO_RANKING_NOTE = (
+    "No column can be normalised, so there is no overall ranking. A column needs one random_init "
+    "and one supervised number, and they must differ."
+)
+
+
+def ranking_note(ranking: Ranking) -> str:
+    """What the ranking is, its bootstrap settings, and which columns it used and left out (and why)."""
+    if not ranking.columns and not ranking.left_out:
+        return ""
+    labels = _column_labels([*ranking.columns, *(c for c, _ in ranking.left_out)])
+    used = sorted(ranking.columns, key=_ranking_column_order)
+    left_out = sorted(ranking.left_out, key=lambda item: _ranking_column_order(item[0]))
+    head = RANKING_NOTE.format(resamples=ranking.resamples, seed=ranking.seed) if used else NO_RANKING_NOTE
+    parts = [head]
+    if used:
+        parts.append(f"Columns used ({len(used)}): {'; '.join(labels[c] for c in used)}.")
+    if left_out:
+        parts.append(
+            f"Left out ({len(left_out)}): {'; '.join(f'{labels[c]} ({why})' for c, why in left_out)}."
+        )
+    if ranking.dropped:
+        parts.append(
+            f"{ranking.dropped} of {ranking.resamples} resamples drew equal references in a column and "
+            "were dropped."
+        )
+    return " ".join(parts)
 
 
 TIE_NOTE = (
@@ -271,7 +454,7 @@ VARIANCE_NOTE = (
     "A cell from one distinct evaluation (one label seed, or label seeds whose results are all identical, "
     "such as a deterministic protocol on the whole training set) has no interval. "
     f"Baselines ({', '.join(BASELINES)}) are not pretrained: their intervals cover label seeds "
-    "(and random_init's initialisation seeds, where it has several). "
+    "(and the initialisation seeds of supervised and random_init, where they have several). "
     "The `pretraining seeds` column counts the pretraining runs behind each row; "
     "`leaderboard.csv` gives each cell's `n_pretrain_seeds`, `n_label_seeds` and `interval_covers`."
 )
@@ -305,25 +488,35 @@ def write_leaderboard(
     generated_at: str | None = None,
     metrics: Sequence[str] | None = HEADLINE_METRICS,
     configs: Mapping[str, Mapping] | None = None,
+    ranking_resamples: int = 1000,
+    ranking_seed: int = 0,
 ) -> list[Path]:
-    """Write LEADERBOARD.md, leaderboard.csv, leaderboard.html (and plots/*.png); return the paths.
+    """Write LEADERBOARD.md, leaderboard.csv, ranking.csv, leaderboard.html (and plots/*.png);
+    return the paths.
 
     ``source`` and ``command`` only go into the note that says how the files were generated.
-    Tables and plots show ``metrics`` (None = all); leaderboard.csv always has every metric.
-    ``configs`` (config hash -> config: the store's sidecar, ``read_configs``) names a sweep's rows
-    by the keys they vary; without it they are named by their config hash.
+    Tables, plots and the overall ranking show ``metrics`` (None = all); leaderboard.csv always has
+    every metric. ``configs`` (config hash -> config: the store's sidecar, ``read_configs``) names a
+    sweep's rows by the keys they vary; without it they are named by their config hash. The
+    ranking's bootstrap draws ``ranking_resamples`` resamples from an RNG seeded with ``ranking_seed``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     aggs = aggregate(rows, configs)
     shown = headline(aggs, metrics)
     tables = build_tables(shown)
+    ranking = rank_entries(shown, resamples=ranking_resamples, seed=ranking_seed)
+    ranked, about_ranking = ranking_tables(ranking), ranking_note(ranking)
     figures = label_efficiency_plots(shown, out / "plots") if plots else []
     note = _note(len(rows), source, command, generated_at or utc_now(), tables)
     images = [(p.path.relative_to(out).as_posix(), p.title) for p in figures]
+    page = render_html("rsssl leaderboard", note, tables, images, about_ranking, ranked, RANKING_TITLE)
     written = [
-        _write_atomic(out / "LEADERBOARD.md", render_markdown(tables, note, figures, out)),
-        _write_atomic(out / "leaderboard.csv", aggregates_csv(aggs)),
-        _write_atomic(out / "leaderboard.html", render_html("rsssl leaderboard", note, tables, images)),
+        _write_atomic(
+            out / "LEADERBOARD.md", render_markdown(tables, note, figures, out, about_ranking, ranked)
+        ),
+        _write_atomic(out / "leaderboard.csv", aggregates_csv(aggs, ranking)),
+        _write_atomic(out / "ranking.csv", ranking_csv(ranking)),
+        _write_atomic(out / "leaderboard.html", page),
     ]
     return written + [p.path for p in figures]

@@ -355,6 +355,7 @@ def test_cli_writes_the_leaderboard_relative_to_the_working_directory(tmp_path: 
         "LEADERBOARD.md",
         "leaderboard.csv",
         "leaderboard.html",
+        "ranking.csv",
     ]
     md = (tmp_path / "site" / "LEADERBOARD.md").read_text()
     assert "ucmerced" in md and "eurosat" not in md and "from 4 rows" in md
@@ -495,6 +496,39 @@ def test_segmentation_tables_say_why_image_stats_is_missing(tmp_path: Path) -> N
 SEGMENTATION_NOTE = (
     "No image_stats row: the image-statistics baseline is one feature vector per image, with nothing "
     "per pixel to segment, so the suite skips it on segmentation."
+)
+
+
+def test_the_supervised_reference_comes_after_the_methods_with_its_note(tmp_path: Path) -> None:
+    """Methods, then the references in BASELINES order: the upper one (supervised) first."""
+    rows = [
+        _row(method, "finetune", "5/class", seed, value + seed / 100)
+        for method, value in (("random_init", 0.3), ("supervised", 0.7), ("moco", 0.6))
+        for seed in range(2)
+    ] + [_row("image_stats", "knn", "5/class", 0, 0.4)]
+    md = (_write(tmp_path, rows, plots=False) / "LEADERBOARD.md").read_text()
+    section = md.split("## eurosat — offline evaluation\n", 1)[1].split("\n\n")
+    table = section[0].strip().splitlines()[2:]  # below the header and its rule
+    assert [line.split(" | ")[0] for line in table] == [
+        "| moco",
+        "| supervised",
+        "| random_init",
+        "| image_stats",
+    ]
+    assert table[1].startswith("| supervised | resnet18 | ssl4eo | - |")  # no pretraining seeds
+    assert section[1].rstrip("\n") == SUPERVISED_NOTE  # right under its table
+    no_reference = [r for r in rows if r.method != "supervised"]
+    assert (
+        SUPERVISED_NOTE
+        not in (_write(tmp_path / "b", no_reference, plots=False) / "LEADERBOARD.md").read_text()
+    )
+
+
+SUPERVISED_NOTE = (
+    "supervised is the reference trained without pretraining: the same architecture from its random "
+    "initialisation, trained on each budget's labels only with the fine-tune protocol (the encoder at the "
+    "head's learning rate; its own settings: eval.classification.supervised, eval.segmentation.supervised), "
+    "so it has numbers in the fine-tune columns only."
 )
 
 
