@@ -150,15 +150,20 @@ def configuration_names(
 ) -> dict[tuple[str, str, str, str], str]:
     """A row name per (method, backbone, pretrain data, config hash).
 
-    The only configuration of its method, backbone and data is named by the method; several
+    The suite's baseline rows (no config hash) are named by their method, beside the baseline
+    *method*'s own runs. The only configuration of its method, backbone and data is named by the
+    method; several
     (a sweep) by the method and the keys they vary, from ``configs`` (config hash -> config,
     the store's sidecar), e.g. ``moco (method.temperature=0.1)``; by the hash where a config
     was not recorded.
     """
     groups: dict[tuple, list[tuple[str, str, str, str]]] = defaultdict(list)
-    for key in configurations:
-        groups[key[:3]].append(key)
     names = {}
+    for key in configurations:
+        if key[0] in BASELINES and not key[3]:  # the suite's own baseline rows: no configuration
+            names[key] = key[0]
+        else:
+            groups[key[:3]].append(key)
     for (method, *_), members in groups.items():
         if len(members) == 1:
             names[members[0]] = method

@@ -229,3 +229,16 @@ def test_two_label_seeds_alike_among_three_still_count_as_three() -> None:
     (agg,) = aggregate(rows)
     assert agg.interval == pytest.approx(_half(T2, math.sqrt(0.0003), 3))
     assert (agg.n_label_seeds, agg.interval_covers) == (3, "label seeds")
+
+
+def test_a_baseline_is_named_by_its_method_beside_the_random_init_method() -> None:
+    """The suite's random_init rows carry no config hash; the random_init *method*'s online-probe
+    rows carry its pretraining config's. They are one baseline, never "random_init (config unknown)"."""
+    rows = _rows({0: [0.3]}, method="random_init", config_hash="", protocol="knn")
+    rows += _rows(
+        {0: [0.2]}, method="random_init", config_hash="cfgR", protocol="online_linear", budget="100%"
+    )
+    rows += _rows({0: [0.5]}, config_hash="cfgA") + _rows({0: [0.6]}, config_hash="cfgB")
+    names = {(a.method, a.protocol): a.name for a in aggregate(rows)}
+    assert names[("random_init", "knn")] == names[("random_init", "online_linear")] == "random_init"
+    assert names[("moco", "knn")] in {"moco (config cfgA)", "moco (config cfgB)"}
