@@ -13,17 +13,11 @@ from rsssl.eval.features import array_digest, cached_features, set_digests
 from rsssl.eval.suite import baseline_candidates, encoder_candidate
 from rsssl.models.backbones import create_backbone
 from rsssl.models.export import save_encoder
+from tests.helpers.encoders import TINY_META
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-META = {
-    "timm_name": "test_resnet",
-    "in_chans": 3,
-    "bands": ["red", "green", "blue"],
-    "mean": [1000.0] * 3,
-    "std": [500.0] * 3,
-    "data": "synthetic",
-}
+META = TINY_META
 
 
 def _set(seed: int):

@@ -13,17 +13,11 @@ from rsssl.eval.features import state_dict_digest
 from rsssl.eval.suite import CLASSIFICATION_METRICS, Suite, baseline_candidates
 from rsssl.models.export import backbone_like
 from rsssl.results.store import HEADER, read_rows
+from tests.helpers.encoders import TINY_META
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-META = {
-    "timm_name": "test_resnet",
-    "in_chans": 3,
-    "bands": ["red", "green", "blue"],
-    "mean": [1000.0] * 3,
-    "std": [500.0] * 3,
-    "data": "synthetic",
-}
+META = TINY_META
 KNN = {"protocols": ["knn"], "budgets": [2], "seeds": [0], "knn_k": 3}
 UNIT_METRICS = {*CLASSIFICATION_METRICS, "train_count"}
 

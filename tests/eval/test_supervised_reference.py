@@ -17,17 +17,11 @@ from rsssl.eval.suite import Suite, baseline_candidates
 from rsssl.models.export import backbone_like
 from rsssl.results.store import read_rows
 from tests.eval.test_segmentation import block_set
+from tests.helpers.encoders import TINY_META
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-META = {
-    "timm_name": "test_resnet",
-    "in_chans": 3,
-    "bands": ["red", "green", "blue"],
-    "mean": [1000.0] * 3,
-    "std": [500.0] * 3,
-    "data": "synthetic",
-}
+META = TINY_META
 CLASSIFICATION = {
     "protocols": ["knn", "linear", "finetune"],
     "budgets": [2],
