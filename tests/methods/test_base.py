@@ -9,6 +9,7 @@ import torch
 
 from rsssl.methods.base import StepOutput, cosine_ramp, embedding_std, scaled_lr, warmup_cosine
 from rsssl.methods.moco import MoCo
+from tests.helpers.methods import tiny_method
 
 
 def test_cosine_ramp_runs_from_start_to_end_along_half_a_cosine():
@@ -50,10 +51,8 @@ def test_embedding_std_is_one_for_orthogonal_embeddings_and_zero_when_collapsed(
 def test_the_online_probe_never_trains_the_backbone():
     """Backbone gradients come from the pretext loss only: the probe sees detached features."""
     torch.manual_seed(0)
-    moco = MoCo(
-        backbone={"name": "test_resnet"},
-        in_chans=3,
-        bands=["red", "green", "blue"],
+    moco = tiny_method(
+        MoCo,
         num_classes=3,
         queue_size=16,
         proj_hidden_dim=8,

@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 
 from rsssl.methods.distributed import batch_shuffle, batch_unshuffle, gather_no_grad, gather_with_grad
 from rsssl.methods.moco import EMPTY_SLOT
+from tests.helpers.methods import tiny_method
 
 WORLD = 2
 BATCH = 4
@@ -34,10 +35,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     from rsssl.methods.moco import MoCo
 
     torch.manual_seed(0)
-    moco = MoCo(
-        backbone={"name": "test_resnet"},
-        in_chans=3,
-        bands=["red", "green", "blue"],
+    moco = tiny_method(
+        MoCo,
         queue_size=16,
         proj_hidden_dim=8,
         proj_dim=4,
@@ -91,10 +90,8 @@ def _simclr(seed: int = 0):
     from rsssl.methods.simclr import SimCLR
 
     torch.manual_seed(seed)
-    return SimCLR(
-        backbone={"name": "test_resnet"},
-        in_chans=3,
-        bands=["red", "green", "blue"],
+    return tiny_method(
+        SimCLR,
         proj_hidden_dim=8,
         proj_dim=4,
         temperature=0.5,

@@ -7,16 +7,15 @@ import torch.nn.functional as F
 
 from rsssl.losses import info_nce
 from rsssl.methods.moco import EMPTY_SLOT, MoCo
+from tests.helpers.methods import tiny_method
 
 
 def _tiny_moco(queue_size: int) -> MoCo:
     """A deterministic tiny MoCo (eval-mode BatchNorm, no random views) that remembers the queue
     each step's loss saw (`queue_before`)."""
     torch.manual_seed(0)
-    moco = MoCo(
-        backbone={"name": "test_resnet"},
-        in_chans=3,
-        bands=["red", "green", "blue"],
+    moco = tiny_method(
+        MoCo,
         queue_size=queue_size,
         proj_hidden_dim=8,
         proj_dim=4,

@@ -10,16 +10,15 @@ from rsssl.methods.distributed import balanced_order
 from rsssl.methods.moco import MoCo
 from rsssl.models.backbones import ConfigError
 from rsssl.models.split_bn import SplitBatchNorm
+from tests.helpers.methods import tiny_method
 
 BATCH, GROUPS = 16, 4
 
 
 def _moco(**kwargs) -> MoCo:
     torch.manual_seed(0)
-    return MoCo(
-        backbone={"name": "test_resnet"},
-        in_chans=3,
-        bands=["red", "green", "blue"],
+    return tiny_method(
+        MoCo,
         queue_size=32,
         proj_hidden_dim=16,
         proj_dim=8,
