@@ -38,14 +38,15 @@ def resolve_device(name: str) -> str:
 
 def build_eval_sets(data_cfg: DictConfig, eval_cfg: DictConfig) -> list[EvalDataset]:
     """The labelled sets the eval config asks for that the data config has (`plan_tasks` says
-    which it skips), plus `extra_sets`."""
+    which it skips), plus `extra_sets`; a builder may return several sets (one per split)."""
     own = data_cfg.get("eval_sets") or {}
     extra = eval_cfg.get("extra_sets") or {}
     data = selected_option("data", data_cfg.name)
     tasks, warning = plan_tasks(eval_cfg.tasks, own, data, bool(extra))
     if warning:
         log.warning(warning)
-    return [instantiate(own[task]) for task in tasks] + [instantiate(node) for node in extra.values()]
+    built = [instantiate(own[task]) for task in tasks] + [instantiate(node) for node in extra.values()]
+    return [s for one in built for s in (one if isinstance(one, list | tuple) else [one])]
 
 
 def make_suite(cfg: DictConfig) -> Suite:

@@ -7,7 +7,7 @@ labelled held-out source that the online probe is validated on.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rsssl.data.scene import DataError, Scene
@@ -41,10 +41,13 @@ class SyntheticSource(Source):
         num_scenes: int = 8,
         size: int = 512,
         num_bands: int = 4,
-        num_classes: int = 6,
+        num_classes: int = 8,
         num_dates: int = 3,
         seed: int = 0,
         val_scenes: int = 2,
+        num_regions: int = 4,
+        region_seed: int = 0,
+        nuisance: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = dict(
             num_scenes=num_scenes,
@@ -53,6 +56,9 @@ class SyntheticSource(Source):
             num_classes=num_classes,
             num_dates=num_dates,
             seed=seed,
+            num_regions=num_regions,
+            region_seed=region_seed,
+            nuisance=dict(nuisance or {}),
         )
         self.val_scenes = val_scenes
 

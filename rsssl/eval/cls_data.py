@@ -10,7 +10,7 @@ import logging
 import os
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from rsssl.data.index import data_bands
 from rsssl.data.scene import ArrayScene, DataError
-from rsssl.data.synthetic import make_synthetic_scenes
+from rsssl.data.synthetic import make_synthetic_scenes, scene_regions
 from rsssl.data.tiles import TileIndex, build_tile_index
-from rsssl.eval.data import EvalDataset, EvalSplit
+from rsssl.eval.data import EvalDataset, EvalSplit, check_splits, split_name
 from rsssl.eval.linear import split_train_val
 
 log = logging.getLogger(__name__)
@@ -39,62 +39,96 @@ _PILLOW_BANDS = {"L": 1, "I;16": 1, "RGB": 3}  # decoded mode -> band count
 # --- synthetic scenes -------------------------------------------------------------------------
 
 
-def _cut_tiles(scenes: Sequence[ArrayScene], index: TileIndex) -> np.ndarray:
-    """Date-0 pixels of every indexed tile, N x C x T x T, gathered per scene with one fancy index."""
+def _cut_tiles(scenes: Sequence[ArrayScene], index: TileIndex, date: int = 0) -> np.ndarray:
+    """Pixels at `date` of every indexed tile, N x C x T x T, gathered per scene with one fancy index."""
     offsets = np.arange(index.tile_size)
     parts = []
     for number, scene in enumerate(scenes):
         mine = index.scene == number
         rows = index.row[mine][:, None] + offsets  # n x T
         cols = index.col[mine][:, None] + offsets
-        pixels = scene.images[0][:, rows[:, :, None], cols[:, None, :]]  # C x n x T x T
+        pixels = scene.images[date][:, rows[:, :, None], cols[:, None, :]]  # C x n x T x T
         parts.append(pixels.transpose(1, 0, 2, 3))
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def _synthetic_split(
-    seed: int, num_scenes: int, tile_size: int, **settings: int
-) -> tuple[EvalSplit, ArrayScene]:
-    scenes = make_synthetic_scenes(num_scenes=num_scenes, seed=seed, **settings)
+def _tiles(
+    scenes: Sequence[ArrayScene], tile_size: int, date: int = 0, only: Sequence[int] | None = None
+) -> EvalSplit:
+    """Grid tiles of `scenes` at `date`, labelled with their majority class; `only`: the tiles of
+    these scene numbers only."""
     index = build_tile_index(scenes, tile_size)
-    return EvalSplit(_cut_tiles(scenes, index), index.label.astype(np.int64)), scenes[0]
+    split = EvalSplit(_cut_tiles(scenes, index, date), index.label.astype(np.int64))
+    return split if only is None else split.subset(np.flatnonzero(np.isin(index.scene, only)))
 
 
 def synthetic_classification(
     num_bands: int = 4,
-    num_classes: int = 6,
+    num_classes: int = 8,
     tile_size: int = 32,
     train_scenes: int = 8,
-    test_scenes: int = 2,
+    test_scenes: int = 4,
     size: int = 512,
     seed: int = 0,
     num_dates: int = 3,
     bands: Sequence[str] | None = None,
-) -> EvalDataset:
-    """Tiles of synthetic land-cover scenes labelled with their majority class (date 0 only).
+    num_regions: int = 4,
+    region_seed: int = 0,
+    nuisance: Mapping[str, float] | None = None,
+    splits: Sequence[str] = ("standard",),
+) -> list[EvalDataset]:
+    """Tiles of synthetic land-cover scenes labelled with their majority class, one set per split.
 
     Train tiles come from the scenes `make_synthetic_scenes(seed=seed)` makes, i.e. the very
     scenes `data=synthetic` pretrains on when called with the same arguments (its defaults match
     these); test tiles come from scenes of seed + SYNTHETIC_TEST_SEED_OFFSET, which neither
-    pretraining nor its probe validation (seed + 100_003) ever sees. `num_dates` only has to
-    match pretraining's so the generated pixels are identical. `bands` (`data.bands`) selects
-    bands by name, in that order.
+    pretraining nor its probe validation (seed + 100_003) ever sees. `splits` (SPLITS):
+
+    - `standard` (set `synthetic`): train on date 0 (summer) of every train scene, test on date 0
+      of the test scenes (all regions);
+    - `region` (`synthetic@region`): train on the train scenes of every region but the last, test
+      on test scenes of the last region only (its own class mix, soils, roofs, crops, climate);
+    - `date` (`synthetic@date`): train on date 0, test on the test scenes at date num_dates // 2,
+      the acquisition farthest from summer.
+
+    `num_dates` only has to match pretraining's so the generated pixels are identical. `bands`
+    (`data.bands`) selects bands by name, in that order.
     """
-    settings = dict(size=size, num_bands=num_bands, num_classes=num_classes, num_dates=num_dates)
-    train, scene = _synthetic_split(seed, train_scenes, tile_size, **settings)
-    test, _ = _synthetic_split(seed + SYNTHETIC_TEST_SEED_OFFSET, test_scenes, tile_size, **settings)
-    return (
-        EvalDataset(
-            name="synthetic",
+    check_splits(splits, num_regions, num_dates)
+    settings = dict(
+        size=size, num_bands=num_bands, num_classes=num_classes, num_dates=num_dates,
+        num_regions=num_regions, region_seed=region_seed, nuisance=nuisance,
+    )  # fmt: skip
+    train_set = make_synthetic_scenes(num_scenes=train_scenes, seed=seed, **settings)
+    test_seed = seed + SYNTHETIC_TEST_SEED_OFFSET
+    held_out = num_regions - 1
+    everywhere = None  # test scenes of every region, shared by the standard and date splits
+    out = []
+    for split in splits:
+        if split == "region":
+            seen = [i for i, r in enumerate(scene_regions(train_scenes, num_regions)) if r != held_out]
+            train = _tiles(train_set, tile_size, only=seen)
+            test_set = make_synthetic_scenes(
+                num_scenes=test_scenes, seed=test_seed, regions=[held_out], **settings
+            )
+            test = _tiles(test_set, tile_size)
+        else:
+            train = _tiles(train_set, tile_size)
+            everywhere = everywhere or make_synthetic_scenes(
+                num_scenes=test_scenes, seed=test_seed, **settings
+            )
+            test = _tiles(everywhere, tile_size, date=num_dates // 2 if split == "date" else 0)
+        scene = train_set[0]
+        dataset = EvalDataset(
+            name=split_name("synthetic", split),
             task="classification",
             bands=scene.bands,
             class_names=scene.class_names or (),
             train=train,
             test=test,
         )
-        .check()
-        .select_bands(bands)
-    )
+        out.append(dataset.check().select_bands(bands))
+    return out
 
 
 # --- image folders ----------------------------------------------------------------------------

@@ -18,6 +18,33 @@ from rsssl.data.bands import find_band
 from rsssl.data.scene import DataError
 from rsssl.models.export import match_encoder_bands, pixel_scale_warning
 
+# How a labelled set is split into train and test: the standard split, or a shift in which the
+# test tiles come from regions or dates the probe never saw (`<set>@region`, `<set>@date`);
+# sets of several scenes without regions can hold scenes out (`<set>@scene`).
+SPLITS = ("standard", "region", "date", "scene")
+
+
+def split_name(base: str, split: str) -> str:
+    """The set name a split is reported under: `base` for the standard split, else `base@split`."""
+    return base if split == "standard" else f"{base}@{split}"
+
+
+def check_splits(
+    splits: Sequence[str], num_regions: int, num_dates: int, allowed: Sequence[str] = SPLITS[:3]
+) -> None:
+    """DataError naming the problem when a synthetic set cannot make the asked splits."""
+    if not splits:
+        raise DataError(f"splits is empty: ask for at least one of {list(allowed)}")
+    unknown = [s for s in splits if s not in allowed]
+    if unknown:
+        raise DataError(f"unknown split {unknown}: choose from {list(allowed)}")
+    if "region" in splits and num_regions < 2:
+        raise DataError(
+            f"the region split needs num_regions >= 2 (got {num_regions}): one region is held out"
+        )
+    if "date" in splits and num_dates < 2:
+        raise DataError(f"the date split needs num_dates >= 2 (got {num_dates}): it tests on another date")
+
 
 @dataclass
 class EvalSplit:

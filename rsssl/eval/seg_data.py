@@ -14,15 +14,15 @@ Mask value 255 marks unlabelled pixels (`IGNORE_INDEX`, the convention of `eval.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rsssl.data.npz import _class_ids, _pixels, _strings, _to_nchw
 from rsssl.data.scene import DataError
-from rsssl.data.synthetic import make_synthetic_scenes
-from rsssl.eval.data import EvalDataset, EvalSplit
+from rsssl.data.synthetic import make_synthetic_scenes, scene_regions
+from rsssl.eval.data import EvalDataset, EvalSplit, check_splits, split_name
 
 IGNORE_INDEX = 255
 MASK_KEYS = ("footprint_mask", "mask", "label_mask")
@@ -222,43 +222,65 @@ def npz_segmentation(
 
 def synthetic_segmentation(
     num_bands: int = 4,
-    num_classes: int = 6,
+    num_classes: int = 8,
     tile_size: int = 32,
     train_scenes: int = 4,
     test_scenes: int = 2,
     size: int = 256,
     seed: int = 0,
     bands: Sequence[str] | None = None,
-) -> EvalDataset:
+    num_regions: int = 4,
+    region_seed: int = 0,
+    nuisance: Mapping[str, float] | None = None,
+    splits: Sequence[str] = ("standard",),
+    num_dates: int = 3,
+) -> list[EvalDataset]:
     """Non-overlapping tiles of synthetic land-cover scenes; train and test come from different scenes.
 
     Train scenes use seed 2 * seed and test scenes 2 * seed + 1, so no two seeds share a scene.
-    `bands` (`data.bands`) selects bands by name, in that order.
+    `splits` as `synthetic_classification`: `standard` trains and tests on date 0 of every region;
+    `region` trains on every region but the last and tests on scenes of the last; `date` tests
+    at date num_dates // 2. `bands` (`data.bands`) selects bands by name, in that order.
     """
     if not 1 <= tile_size <= size:
         raise DataError(f"tile_size={tile_size} does not fit {size}-pixel synthetic scenes")
+    check_splits(splits, num_regions, num_dates)
+    settings = dict(
+        size=size, num_bands=num_bands, num_classes=num_classes, num_dates=num_dates,
+        num_regions=num_regions, region_seed=region_seed, nuisance=nuisance,
+    )  # fmt: skip
+    held_out = num_regions - 1
 
-    def cut(num_scenes: int, scene_seed: int) -> tuple[EvalSplit, tuple[str, ...], tuple[str, ...]]:
-        scenes = make_synthetic_scenes(
-            num_scenes=num_scenes, size=size, num_bands=num_bands, num_classes=num_classes, num_dates=1,
-            seed=scene_seed,
-        )  # fmt: skip
-        parts = [tile_grid(scene.images[0], scene.mask, tile_size) for scene in scenes]
-        split = EvalSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-        return split, scenes[0].bands, scenes[0].class_names
+    def cut(scenes, date: int = 0) -> EvalSplit:
+        parts = [tile_grid(scene.images[date], scene.mask, tile_size) for scene in scenes]
+        return EvalSplit(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
-    train, names, class_names = cut(train_scenes, 2 * seed)
-    test, _, _ = cut(test_scenes, 2 * seed + 1)
-    return (
-        EvalDataset(
-            name=f"synthetic_segmentation_{num_bands}b_{num_classes}c",
+    train_set = make_synthetic_scenes(num_scenes=train_scenes, seed=2 * seed, **settings)
+    everywhere = None
+    out = []
+    for split in splits:
+        if split == "region":
+            seen = [s for s, r in zip(train_set, scene_regions(train_scenes, num_regions)) if r != held_out]
+            train = cut(seen)
+            test = cut(
+                make_synthetic_scenes(
+                    num_scenes=test_scenes, seed=2 * seed + 1, regions=[held_out], **settings
+                )
+            )
+        else:
+            train = cut(train_set)
+            everywhere = everywhere or make_synthetic_scenes(
+                num_scenes=test_scenes, seed=2 * seed + 1, **settings
+            )
+            test = cut(everywhere, num_dates // 2 if split == "date" else 0)
+        dataset = EvalDataset(
+            name=split_name(f"synthetic_segmentation_{num_bands}b_{num_classes}c", split),
             task="segmentation",
-            bands=names,
-            class_names=class_names,
+            bands=train_set[0].bands,
+            class_names=train_set[0].class_names,
             train=train,
             test=test,
             ignore_index=IGNORE_INDEX,
         )
-        .check()
-        .select_bands(bands)
-    )
+        out.append(dataset.check().select_bands(bands))
+    return out

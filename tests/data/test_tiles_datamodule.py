@@ -135,7 +135,7 @@ def test_datamodule_batches_stay_uint_until_device_then_normalised(tmp_path):
         dm.stats.std
     ).view(1, -1, 1, 1)
     torch.testing.assert_close(out["image"], expected)
-    assert dm.num_classes == 6 and dm.val_dataloader() != []
+    assert dm.num_classes == 8 and dm.val_dataloader() != []
     assert dm.info()["bands"] == list(dm.bands) and len(dm.info()["mean"]) == 5
 
 

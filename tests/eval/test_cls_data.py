@@ -14,6 +14,7 @@ from rasterio.enums import ColorInterp
 
 from rsssl.data.scene import DataError
 from rsssl.data.sources import SyntheticSource
+from rsssl.data.synthetic import make_synthetic_scenes
 from rsssl.eval.cls_data import (
     SYNTHETIC_TEST_SEED_OFFSET,
     image_folder,
@@ -27,11 +28,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreference
 # --- synthetic --------------------------------------------------------------------------------
 
 
-def _tiles(scenes, size: int = 32) -> np.ndarray:
-    """Every grid tile (date 0) of the scenes, by plain slicing: the reference cut."""
+def _tiles(scenes, size: int = 32, date: int = 0) -> np.ndarray:
+    """Every grid tile (at `date`) of the scenes, by plain slicing: the reference cut."""
     return np.stack(
         [
-            s.images[0][:, r : r + size, c : c + size]
+            s.images[date][:, r : r + size, c : c + size]
             for s in scenes
             for r in range(0, s.height, size)
             for c in range(0, s.width, size)
@@ -40,13 +41,13 @@ def _tiles(scenes, size: int = 32) -> np.ndarray:
 
 
 def test_synthetic_classification_matches_pretraining_scenes_and_tests_on_unseen_ones():
-    data = synthetic_classification(size=128, train_scenes=2, test_scenes=1)
+    data = synthetic_classification(size=128, num_classes=4, train_scenes=2, test_scenes=1)[0]
     assert data.task == "classification" and data.bands == ("red", "green", "blue", "nir")
     assert data.train.images.shape == (32, 4, 32, 32) and data.test.images.shape == (16, 4, 32, 32)
     assert data.train.images.dtype == np.uint16
-    assert data.train.targets.dtype == np.int64 and data.train.targets.max() < data.num_classes == 6
+    assert data.train.targets.dtype == np.int64 and data.train.targets.max() < data.num_classes == 4
 
-    source = SyntheticSource(num_scenes=2, size=128, val_scenes=1)
+    source = SyntheticSource(num_scenes=2, size=128, val_scenes=1, num_classes=4)
     pretrain = source.load()
     np.testing.assert_array_equal(data.train.images, _tiles(pretrain))  # the pretraining scenes
     mask_tiles = _tiles(
@@ -58,6 +59,42 @@ def test_synthetic_classification_matches_pretraining_scenes_and_tests_on_unseen
     seen = np.concatenate([_tiles(pretrain), _tiles(source.validation().load())])
     assert not (data.test.images[:, None] == seen[None]).all(axis=(2, 3, 4)).any()  # no test tile was seen
     assert SYNTHETIC_TEST_SEED_OFFSET != 100_003
+
+
+def test_shift_splits_hold_out_a_region_and_a_season():
+    settings = dict(size=128, num_classes=4, num_regions=2)
+    standard, region, date = synthetic_classification(
+        **settings, train_scenes=4, test_scenes=2, splits=["standard", "region", "date"]
+    )
+    assert (standard.name, region.name, date.name) == ("synthetic", "synthetic@region", "synthetic@date")
+    pretrain = make_synthetic_scenes(num_scenes=4, **settings)  # regions 0, 1, 0, 1
+    test_seed = SYNTHETIC_TEST_SEED_OFFSET
+    # region: train on the scenes of region 0 only, test on new scenes of region 1 only
+    np.testing.assert_array_equal(region.train.images, _tiles([pretrain[0], pretrain[2]]))
+    held_out = make_synthetic_scenes(num_scenes=2, seed=test_seed, regions=[1], **settings)
+    np.testing.assert_array_equal(region.test.images, _tiles(held_out))
+    # date: the standard train tiles (summer), tested on the same test scenes in winter (date 1 of 3)
+    everywhere = make_synthetic_scenes(num_scenes=2, seed=test_seed, **settings)
+    np.testing.assert_array_equal(standard.train.images, _tiles(pretrain))
+    np.testing.assert_array_equal(standard.test.images, _tiles(everywhere))
+    np.testing.assert_array_equal(date.train.images, standard.train.images)
+    np.testing.assert_array_equal(date.test.images, _tiles(everywhere, date=1))
+    for dataset in (standard, region, date):  # no tile in both train and test
+        assert not (dataset.test.images[:, None] == dataset.train.images[None]).all(axis=(2, 3, 4)).any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"splits": ["season"]}, r"unknown split \['season'\]"),
+        ({"splits": []}, "splits is empty"),
+        ({"splits": ["region"], "num_regions": 1}, "region split needs num_regions >= 2"),
+        ({"splits": ["date"], "num_dates": 1}, "date split needs num_dates >= 2"),
+    ],
+)
+def test_impossible_splits_are_refused(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        synthetic_classification(size=64, num_classes=2, train_scenes=1, test_scenes=1, **kwargs)
 
 
 # --- image folders ----------------------------------------------------------------------------

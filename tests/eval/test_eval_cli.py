@@ -91,9 +91,9 @@ def test_classification_rows_baselines_and_resume(tmp_path, monkeypatch, capsys)
     assert {r.budget for r in rows} == {"5/class", "1000/class"}
     assert {r.seed for r in rows} == {0, 1}
     counts = {r.value for r in rows if r.metric == "train_count" and r.budget == "5/class"}
-    assert counts == {30.0}  # exactly 5 per class, 6 classes
+    assert counts == {40.0}  # exactly 5 per class, 8 classes
     big = [r.value for r in rows if r.metric == "train_count" and r.budget == "1000/class"]
-    assert big and all(v < 6000 for v in big)  # a budget larger than the classes uses what exists
+    assert big and all(v < 8000 for v in big)  # a budget larger than the classes uses what exists
     assert "fewer than the 1000 per class" in capsys.readouterr().out
     whole = {
         (r.seed, r.metric): r.value
@@ -388,7 +388,7 @@ def test_settings_the_code_reads_are_accepted(tmp_path, monkeypatch, capsys):
         "eval.classification.supervised.steps=1000",  # the supervised reference's own recipe
         "+eval.classification.supervised.weight_decay=0.05",
         "+eval.segmentation.supervised.lr=0.01",
-        "+data.eval_sets.classification.test_scenes=1",  # synthetic_classification reads it
+        "data.eval_sets.classification.test_scenes=1",  # synthetic_classification reads it
         "+eval.extra_sets.crowns={_target_:rsssl.eval.seg_data.npz_segmentation,path:x.npz}",
         "--cfg",
         "job",

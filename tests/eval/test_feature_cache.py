@@ -23,7 +23,7 @@ META = TINY_META
 def _set(seed: int):
     return synthetic_classification(
         num_bands=3, num_classes=2, train_scenes=1, test_scenes=1, size=64, seed=seed
-    )
+    )[0]
 
 
 @pytest.fixture(autouse=True)

@@ -191,7 +191,7 @@ def test_evaluation_skips_ignored_pixels():
 def test_synthetic_segmentation_tiles_scenes():
     data = synthetic_segmentation(
         num_bands=3, num_classes=4, tile_size=32, train_scenes=2, test_scenes=1, size=64
-    )
+    )[0]
     assert data.train.images.shape == (8, 3, 32, 32) and data.test.images.shape == (4, 3, 32, 32)
     assert data.train.targets.shape == (8, 32, 32) and data.train.targets.max() < 4
     assert data.num_classes == 4 and len(data.bands) == 3

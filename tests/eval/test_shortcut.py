@@ -15,7 +15,7 @@ from rsssl.models.export import save_encoder
 
 
 def small_scenes(bands: int = 4) -> list[ArrayScene]:
-    return make_synthetic_scenes(num_scenes=4, size=128, num_bands=bands, num_dates=2, seed=5)
+    return make_synthetic_scenes(num_scenes=4, size=128, num_bands=bands, num_classes=4, num_dates=2, seed=5)
 
 
 def test_tiles_carry_their_class_scene_and_acquisition():

@@ -25,7 +25,7 @@ UNIT_METRICS = {*CLASSIFICATION_METRICS, "train_count"}
 def _set(seed: int = 0):
     return synthetic_classification(
         num_bands=3, num_classes=2, train_scenes=1, test_scenes=1, size=64, seed=seed
-    )
+    )[0]
 
 
 def _image_stats():
