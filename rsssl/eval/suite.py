@@ -281,7 +281,7 @@ class Suite:
         """What `candidate` is trained with under a trained protocol (fine-tuning, segmentation):
         the protocol's settings; for the supervised reference, with `SUPERVISED_RECIPE` and then its
         own `supervised` settings over them."""
-        if protocol == "finetune":  # its `budgets` stays: fine-tune only at those budgets
+        if protocol == "finetune":  # its `budgets` and `seeds` stay: fine-tune only at those
             task, settings = self.classification, dict(self.classification.get("finetune", {}))
         else:
             task = self.segmentation
@@ -413,10 +413,13 @@ class Suite:
 
     def _finetune(self, candidate: Candidate, dataset: EvalDataset, budget, seed: int) -> None:
         settings = self.recipe(candidate, "finetune")
-        only = settings.pop("budgets", None)  # fine-tuning is costly: optionally fewer budgets
+        # fine-tuning is costly: optionally at fewer budgets and label seeds than the frozen protocols
+        only_budgets, only_seeds = settings.pop("budgets", None), settings.pop("seeds", None)
         label = format_budget(budget)
-        if (only is not None and budget not in only) or self.done(
-            candidate, dataset, "finetune", label, seed
+        if (
+            (only_budgets is not None and budget not in only_budgets)
+            or (only_seeds is not None and seed not in only_seeds)
+            or self.done(candidate, dataset, "finetune", label, seed)
         ):
             return
         rows = run_finetune(

@@ -34,7 +34,7 @@ CLASSIFICATION = {
 def dataset():
     return synthetic_classification(
         num_bands=3, num_classes=2, train_scenes=1, test_scenes=1, size=64, seed=0
-    )
+    )[0]
 
 
 def _by_method(meta: dict = META, seed: int = 0, **kwargs) -> dict:
@@ -112,6 +112,28 @@ def test_it_trains_its_seeded_init_on_the_budget_with_the_encoder_at_the_head_lr
         {"digest": fresh, "factor": 0.1, "labels": [2, 2]},  # random_init: the fine-tune protocol
         {"digest": fresh, "factor": 1.0, "labels": [2, 2]},  # supervised: nothing pretrained to keep
     ]
+
+
+def test_finetune_budgets_and_seeds_can_leave_encoders_frozen_and_train_only_the_reference(
+    tmp_path, dataset, trained
+):
+    """`finetune.budgets: []` fine-tunes no encoder; the reference's own `budgets` and `seeds`
+    train it at those only, while the frozen protocols keep every budget and seed."""
+    baselines = _by_method()
+    _suite(
+        tmp_path / "r.csv",
+        budgets=[2, 1.0],
+        finetune={"steps": 2, "batch_size": 4, "budgets": []},
+        supervised={"budgets": [1.0], "seeds": [1]},
+    ).evaluate([baselines["random_init"], baselines["supervised"]], [dataset])
+    rows = read_rows(tmp_path / "r.csv")
+    assert {(r.method, r.budget, r.seed) for r in rows if r.protocol == "finetune"} == {
+        ("supervised", "100%", 1)
+    }
+    assert {(r.budget, r.seed) for r in rows if r.method == "random_init" and r.protocol == "linear"} == {
+        (b, s) for b in ("2/class", "100%") for s in (0, 1)
+    }
+    assert [t["factor"] for t in trained] == [1.0]
 
 
 def test_a_second_encoder_of_the_same_architecture_skips_it(tmp_path, dataset, trained):
