@@ -64,11 +64,10 @@ READ_BY_CODE: dict[str, frozenset[str]] = {
     "method.optimizer": frozenset({"name", "lr", "weight_decay", "momentum", "warmup", "nesterov", "betas"}),
     "method.ema": frozenset({"base", "final"}),
     "data.eval_sets": frozenset(TASKS),
-    # Suite passes the seeds and device itself; `budgets` is its own option (fine-tune fewer budgets);
-    # the encoder's lr factor is the supervised reference's setting (fine-tuning keeps 0.1)
-    "eval.classification.finetune": _keywords_with_defaults(run_finetune)
-    - {"seeds", "device", "encoder_lr_factor"},
-    "eval.classification.supervised": _keywords_with_defaults(run_finetune) - {"seeds", "device"},
+    # Suite passes the device itself; `budgets` and `seeds` are its own options (fine-tune at fewer
+    # budgets / label seeds); the encoder's lr factor is the supervised reference's setting (0.1 here)
+    "eval.classification.finetune": _keywords_with_defaults(run_finetune) - {"device", "encoder_lr_factor"},
+    "eval.classification.supervised": _keywords_with_defaults(run_finetune) - {"device"},
     "eval.segmentation": _keywords_with_defaults(run_segmentation) - {"device", "encoder_lr_factor"},
     "eval.segmentation.supervised": _keywords_with_defaults(run_segmentation)
     - {"device", "modes", "fractions", "seeds"},

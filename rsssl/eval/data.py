@@ -18,10 +18,10 @@ from rsssl.data.bands import find_band
 from rsssl.data.scene import DataError
 from rsssl.models.export import match_encoder_bands, pixel_scale_warning
 
-# How a labelled set is split into train and test: the standard split, or a shift in which the
-# test tiles come from regions or dates the probe never saw (`<set>@region`, `<set>@date`);
-# sets of several scenes without regions can hold scenes out (`<set>@scene`).
-SPLITS = ("standard", "region", "date", "scene")
+# How a synthetic set is split into train and test: the standard split, or a shift in which the
+# test tiles come from a region or a season the probe never saw (`<set>@region`, `<set>@date`).
+# (npz segmentation sets of several source images already test on held-out images.)
+SPLITS = ("standard", "region", "date")
 
 
 def split_name(base: str, split: str) -> str:
@@ -29,15 +29,13 @@ def split_name(base: str, split: str) -> str:
     return base if split == "standard" else f"{base}@{split}"
 
 
-def check_splits(
-    splits: Sequence[str], num_regions: int, num_dates: int, allowed: Sequence[str] = SPLITS[:3]
-) -> None:
+def check_splits(splits: Sequence[str], num_regions: int, num_dates: int) -> None:
     """DataError naming the problem when a synthetic set cannot make the asked splits."""
     if not splits:
-        raise DataError(f"splits is empty: ask for at least one of {list(allowed)}")
-    unknown = [s for s in splits if s not in allowed]
+        raise DataError(f"splits is empty: ask for at least one of {list(SPLITS)}")
+    unknown = [s for s in splits if s not in SPLITS]
     if unknown:
-        raise DataError(f"unknown split {unknown}: choose from {list(allowed)}")
+        raise DataError(f"unknown split {unknown}: choose from {list(SPLITS)}")
     if "region" in splits and num_regions < 2:
         raise DataError(
             f"the region split needs num_regions >= 2 (got {num_regions}): one region is held out"

@@ -388,6 +388,8 @@ def test_settings_the_code_reads_are_accepted(tmp_path, monkeypatch, capsys):
         "eval.classification.supervised.steps=1000",  # the supervised reference's own recipe
         "+eval.classification.supervised.weight_decay=0.05",
         "+eval.segmentation.supervised.lr=0.01",
+        "+eval.classification.finetune.seeds=[1]",  # the suite reads it: fine-tune at these label seeds
+        "+eval.classification.supervised.budgets=[5]",
         "data.eval_sets.classification.test_scenes=1",  # synthetic_classification reads it
         "+eval.extra_sets.crowns={_target_:rsssl.eval.seg_data.npz_segmentation,path:x.npz}",
         "--cfg",
@@ -396,3 +398,4 @@ def test_settings_the_code_reads_are_accepted(tmp_path, monkeypatch, capsys):
     run(evaluate, argv, monkeypatch)
     out = capsys.readouterr().out
     assert "decoder_channels: 32" in out and "steps: 1000" in out and "weight_decay: 0.05" in out
+    assert "seeds:\n      - 1" in out

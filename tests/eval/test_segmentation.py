@@ -10,6 +10,7 @@ import timm
 import torch
 
 from rsssl.data.scene import DataError
+from rsssl.data.synthetic import make_synthetic_scenes
 from rsssl.eval.data import EvalDataset, EvalSplit
 from rsssl.eval.seg_data import npz_segmentation, split_indices, synthetic_segmentation, tile_grid
 from rsssl.eval.segmentation import (
@@ -196,6 +197,31 @@ def test_synthetic_segmentation_tiles_scenes():
     assert data.train.targets.shape == (8, 32, 32) and data.train.targets.max() < 4
     assert data.num_classes == 4 and len(data.bands) == 3
     assert not np.array_equal(data.train.images[:4], data.test.images)
+
+
+def test_synthetic_segmentation_shift_splits():
+    settings = dict(num_bands=3, num_classes=4, num_regions=2, size=64)
+    standard, region, date = synthetic_segmentation(
+        **settings, tile_size=32, train_scenes=2, test_scenes=1, splits=["standard", "region", "date"]
+    )
+    assert (standard.name, region.name, date.name) == (
+        "synthetic_segmentation_3b_4c",
+        "synthetic_segmentation_3b_4c@region",
+        "synthetic_segmentation_3b_4c@date",
+    )
+    train = make_synthetic_scenes(num_scenes=2, seed=0, **settings)  # regions 0 and 1
+    held_out = make_synthetic_scenes(num_scenes=1, seed=1, regions=[1], **settings)[0]
+    test = make_synthetic_scenes(num_scenes=1, seed=1, **settings)[0]
+
+    def grid(scene, date: int = 0) -> np.ndarray:
+        return tile_grid(scene.images[date], scene.mask, 32)[0]
+
+    np.testing.assert_array_equal(region.train.images, grid(train[0]))  # region 1's scene left out
+    np.testing.assert_array_equal(region.test.images, grid(held_out))
+    np.testing.assert_array_equal(standard.test.images, grid(test))
+    np.testing.assert_array_equal(date.test.images, grid(test, 1))
+    np.testing.assert_array_equal(date.test.targets, standard.test.targets)  # same ground, other season
+    assert not np.array_equal(date.test.images, standard.test.images)
 
 
 def test_tile_grid_is_row_major_and_aligned():
