@@ -29,31 +29,13 @@ from rsssl.eval.budgets import format_budget, select_budget
 from rsssl.eval.data import EvalDataset, EvalSplit, to_device_batches
 from rsssl.eval.features import normalise_for
 from rsssl.eval.metrics import Metrics, confusion_matrix, segmentation_metrics_from_confusion
-from rsssl.models.backbones import ConfigError, create_backbone, load_weights
+from rsssl.models.backbones import ConfigError, create_backbone, feature_indices, load_weights
 from rsssl.models.export import check_band_count
 
 log = logging.getLogger(__name__)
 
 MODES = ("frozen", "finetune")
 EncoderFactory = Callable[[], nn.Module | dict[str, Tensor]]
-
-
-def feature_indices(encoder: nn.Module) -> list[int]:
-    """Which intermediates feed the decoder: the last one of every stride >= 4 (the coarsest if none).
-
-    CNNs give one map per stage (strides 4 ... 32; the stride-2 stem is skipped: costly, little
-    semantics). A ViT gives one map per block, all at the patch stride: its last block's patch
-    tokens, reshaped to a map, are the single level.
-    """
-    info = getattr(encoder, "feature_info", None)
-    if not info or not hasattr(encoder, "forward_intermediates"):
-        raise ConfigError(
-            f"backbone {type(encoder).__name__} exposes no multi-scale features (timm feature_info and "
-            "forward_intermediates): segmentation is not supported for it yet"
-        )
-    reductions = [int(f["reduction"]) for f in info]
-    last = {r: i for i, r in enumerate(reductions)}
-    return sorted(i for r, i in last.items() if r >= 4) or [len(reductions) - 1]
 
 
 class SegmentationNet(nn.Module):

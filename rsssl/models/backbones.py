@@ -84,3 +84,21 @@ def load_weights(model: nn.Module, state: dict, what: str, name: str, in_chans: 
             f"{what} does not fit backbone {name!r} with in_chans={in_chans}: missing {len(missing)} keys "
             f"(e.g. {missing[0]}); use weights of the same architecture and band count"
         )
+
+
+def feature_indices(encoder: nn.Module) -> list[int]:
+    """Which intermediates feed the decoder: the last one of every stride >= 4 (the coarsest if none).
+
+    CNNs give one map per stage (strides 4 ... 32; the stride-2 stem is skipped: costly, little
+    semantics). A ViT gives one map per block, all at the patch stride: its last block's patch
+    tokens, reshaped to a map, are the single level.
+    """
+    info = getattr(encoder, "feature_info", None)
+    if not info or not hasattr(encoder, "forward_intermediates"):
+        raise ConfigError(
+            f"backbone {type(encoder).__name__} exposes no multi-scale features (timm feature_info and "
+            "forward_intermediates): segmentation is not supported for it yet"
+        )
+    reductions = [int(f["reduction"]) for f in info]
+    last = {r: i for i, r in enumerate(reductions)}
+    return sorted(i for r, i in last.items() if r >= 4) or [len(reductions) - 1]
