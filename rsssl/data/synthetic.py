@@ -49,6 +49,8 @@ _CRS = "EPSG:32631"
 _MIN_SIZE = 64
 _PATCH_PX = 110  # mean landscape-patch diameter: 32 px tiles are mostly of one class
 _FIRST_DOY = (150, 200)  # date 0 falls in this window of days of the year (summer)
+PATCH_BRIGHTNESS = 0.2  # std of the log brightness of a landscape patch
+PATCH_GREENNESS = 0.1  # std of a patch's green-fraction offset
 
 # material endmembers, in the order of the abundance maps
 MATERIALS = ("water", "leaf", "dry", "soil", "red soil", "concrete", "tile", "metal", "asphalt", "glint")
@@ -446,8 +448,14 @@ def make_layout(rng: np.random.Generator, size: int, num_classes: int, region: R
             getattr(b, kind)(where, float(scale[k]))
     slope = np.stack(np.gradient(_fields(rng, size, [60.0])[0]))
     slope /= slope.std()
-    jitter = 0.08 * b.patchy * (b.cover > 0)
-    return Layout(mask, b.abundance, b.cover, b.phen, jitter, b.shade, slope, b.abundance[M_WATER].copy())
+    # within-class variety per landscape patch: brightness (soil moisture, canopy density, roof age)
+    # and greenness (vigour, local phenology), so a class's histogram spreads over its patches
+    brightness = rng.lognormal(0, PATCH_BRIGHTNESS, count).astype(np.float32)[cells]
+    vigour = rng.normal(0, PATCH_GREENNESS, count).astype(np.float32)[cells]
+    jitter = (0.08 * b.patchy + vigour) * (b.cover > 0)
+    return Layout(
+        mask, b.abundance, b.cover, b.phen, jitter, b.shade * brightness, slope, b.abundance[M_WATER].copy()
+    )
 
 
 # --- acquisition ------------------------------------------------------------------------------
