@@ -17,12 +17,13 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rsssl.results.aggregate import (
     Aggregate,
     aggregate,
+    column_marks,
     decimals,
     higher_is_better,
     mean_interval,
@@ -202,6 +203,66 @@ def _table(table_id: str, title: str, aggs: Sequence[Aggregate]) -> Table:
         ("",) * len(LABEL_COLUMNS) + better,
         tuple(rows),
         _table_note(aggs),
+    )
+
+
+#: the difficulty table's budgets and the protocol that stands for each kind of entry in it
+DIFFICULTY_BUDGETS = ("5/class", "100%")
+DIFFICULTY_PROTOCOLS = ("linear", "finetune")  # a frozen encoder's linear probe, else its training
+DIFFICULTY_TITLE = "Difficulty: every entry between the references"
+
+
+def _split_order(eval_data: str) -> tuple[str, int, str]:
+    """A set before its shift splits (`name@region`, `name@date`), then the splits by name."""
+    base, _, split = eval_data.partition("@")
+    return base, int(bool(split)), split
+
+
+def difficulty_table(aggs: Sequence[Aggregate]) -> Table | None:
+    """One row per entry, one column per classification set x budget (DIFFICULTY_BUDGETS): overall
+    accuracy by the entry's linear probe or, for an entry without one (the supervised reference),
+    by its fine-tuning; so the supervised reference, image statistics, random init and every method
+    sit side by side on the standard and the shift splits. None without a supervised number."""
+    picked: dict[tuple, Aggregate] = {}
+    for a in aggs:
+        if a.metric != "oa" or a.budget not in DIFFICULTY_BUDGETS or a.protocol not in DIFFICULTY_PROTOCOLS:
+            continue
+        key = (a.entry, a.eval_data, a.budget)
+        if key not in picked or DIFFICULTY_PROTOCOLS.index(a.protocol) < DIFFICULTY_PROTOCOLS.index(
+            picked[key].protocol
+        ):
+            picked[key] = a
+    if not any(a.method == "supervised" for a in picked.values()):
+        return None
+    columns = sorted(
+        {(a.eval_data, a.budget) for a in picked.values()},
+        key=lambda c: (_split_order(c[0]), DIFFICULTY_BUDGETS.index(c[1])),
+    )
+    marks = {}
+    for column in columns:
+        members = [a for k, a in picked.items() if (k[1], k[2]) == column]
+        marks.update({id(a): m for a, m in zip(members, column_marks(members), strict=True)})
+    entries = sorted({a.entry: a for a in picked.values()}.values(), key=_entry_order)
+    rows = []
+    for first in entries:
+        mine = {(k[1], k[2]): a for k, a in picked.items() if k[0] == first.entry}
+        protocols = "/".join(p for p in DIFFICULTY_PROTOCOLS if any(a.protocol == p for a in mine.values()))
+        labels = (*first.entry, protocols)
+        cells = [
+            replace(_value_cell(mine[c]), mark=marks[id(mine[c])]) if c in mine else Cell("", None)
+            for c in columns
+        ]
+        rows.append((*(Cell(label, label) for label in labels), *cells))
+    return Table(
+        "difficulty",
+        DIFFICULTY_TITLE,
+        ("method", "backbone", "pretrain data", "protocol", *(f"{d} · {b} · oa" for d, b in columns)),
+        ("", "", "", "") + ("high",) * len(columns),
+        tuple(rows),
+        "Each cell is the entry's linear probe (frozen encoders, image statistics) or, for the supervised "
+        "reference, its training on that budget's labels (the fine-tune protocol); the set's own table "
+        "below has every protocol. The supervised reference is the upper and random init the lower "
+        "reference a method lands between.",
     )
 
 
@@ -505,6 +566,8 @@ def write_leaderboard(
     aggs = aggregate(rows, configs)
     shown = headline(aggs, metrics)
     tables = build_tables(shown)
+    difficulty = difficulty_table(shown)
+    tables = [difficulty, *tables] if difficulty is not None else tables
     ranking = rank_entries(shown, resamples=ranking_resamples, seed=ranking_seed)
     ranked, about_ranking = ranking_tables(ranking), ranking_note(ranking)
     figures = label_efficiency_plots(shown, out / "plots") if plots else []

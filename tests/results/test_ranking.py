@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -324,3 +325,55 @@ def test_the_cli_passes_the_bootstrap_settings(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "of 7 bootstrap resamples (RNG seed 3)" in (tmp_path / "site" / "LEADERBOARD.md").read_text()
+
+
+# ---- the difficulty table ------------------------------------------------------------------------
+
+
+def test_the_difficulty_table_puts_every_entry_beside_the_references(tmp_path: Path) -> None:
+    """Per set and split, at 5/class and 100 %: a frozen entry's linear probe (not its kNN), the
+    supervised reference's fine-tuning; the 20/class budget is left out; the standard set first."""
+    rows = []
+    for eval_data, shift in (("synthetic", 0.0), ("synthetic@region", -0.1)):
+        for budget, (knn, linear, supervised) in {
+            "5/class": (0.5, 0.3, 0.45),
+            "100%": (0.9, 0.6, 0.85),
+        }.items():
+            for method, offset in (("moco", 0.05), ("image_stats", 0.1), ("random_init", 0.0)):
+                rows += _rows(method, {0: [knn + shift]}, eval_data=eval_data, protocol="knn", budget=budget)
+                rows += _rows(
+                    method,
+                    {0: [linear + offset + shift]},
+                    eval_data=eval_data,
+                    protocol="linear",
+                    budget=budget,
+                )
+            rows += _rows(
+                "supervised",
+                {0: [supervised + shift]},
+                eval_data=eval_data,
+                protocol="finetune",
+                budget=budget,
+            )
+        rows += _rows("moco", {0: [0.99]}, eval_data=eval_data, protocol="linear", budget="20/class")
+    rows = [replace(r, metric="oa") for r in rows]
+    write_leaderboard(rows, tmp_path, source="r.csv", command="c", plots=False, ranking_resamples=10)
+    md = (tmp_path / "LEADERBOARD.md").read_text()
+    section = _section(md, "## Difficulty: every entry between the references")
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table[0] == (
+        "| method | backbone | pretrain data | protocol | synthetic · 5/class · oa | synthetic · 100% · oa "
+        "| synthetic@region · 5/class · oa | synthetic@region · 100% · oa |"
+    )
+    assert table[2:] == [
+        "| moco | resnet18 | ssl4eo | linear | 0.350 | 0.650 | 0.250 | 0.550 |",
+        "| supervised | resnet18 | ssl4eo | finetune | **0.450** | **0.850** | **0.350** | **0.750** |",
+        "| random_init | resnet18 | ssl4eo | linear | 0.300 | 0.600 | 0.200 | 0.500 |",
+        "| image_stats | resnet18 | ssl4eo | linear | 0.400 | 0.700 | 0.300 | 0.600 |",
+    ]
+
+
+def test_no_difficulty_table_without_a_supervised_number(tmp_path: Path) -> None:
+    rows = [replace(r, metric="oa") for r in _rows("moco", {0: [0.5]}) + _rows("random_init", {0: [0.4]})]
+    write_leaderboard(rows, tmp_path, source="r.csv", command="c", plots=False, ranking_resamples=10)
+    assert "Difficulty" not in (tmp_path / "LEADERBOARD.md").read_text()
