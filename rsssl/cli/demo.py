@@ -83,7 +83,7 @@ def _pct(value: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", type=Path, help="folder for runs, results, leaderboard")
-    parser.add_argument("--epochs", default=8, type=int)
+    parser.add_argument("--epochs", default=3, type=int)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args(argv)
     start = time.time()
