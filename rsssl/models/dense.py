@@ -42,6 +42,7 @@ class DenseOutput(NamedTuple):
     context: Tensor  # A: B x aspp_channels x h x w, the ASPP output on the deepest encoder map
     decoder: Tensor  # D: B x out_channels x H x W, the decoder features at the input size
     logits: Tensor | None  # B x num_classes x H x W (a 1x1 classifier on D), None without num_classes
+    deepest: Tensor  # the encoder's deepest map, B x num_features x h x w (pooled: the encoder's features)
 
 
 def conv_bn_relu(
@@ -149,7 +150,7 @@ class DeepLabV3Plus(nn.Module):
         y = self.head(self.fuse(torch.cat([up, self.low_level(low)], dim=1)))
         decoder = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         logits = self.classifier(decoder) if self.classifier is not None else None
-        return DenseOutput(context=context, decoder=decoder, logits=logits)
+        return DenseOutput(context=context, decoder=decoder, logits=logits, deepest=high)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The encoder's parameters (those of `encoder.safetensors`)."""

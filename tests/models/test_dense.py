@@ -44,6 +44,7 @@ def test_shapes(name, in_chans, size):
     assert out.context.shape == (2, 256, h // stride, w // stride)
     assert out.decoder.shape == (2, 64, h, w)
     assert out.logits.shape == (2, 5, h, w)
+    assert out.deepest.shape == (2, int(net.encoder.feature_info[-1]["num_chs"]), h // stride, w // stride)
     assert make_net(name, in_chans, **SMALL).eval()(torch.randn(2, in_chans, h, w)).logits is None
 
 
