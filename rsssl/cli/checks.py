@@ -423,6 +423,22 @@ def sweep_jobs(cfg: DictConfig, overrides: list[str]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+def literal_choice_problems(overrides: list[str]) -> list[str]:
+    """`method=false` and the like: Hydra reads true/false/null as a value, never as an option
+    name, and fails with a traceback; say so with the options instead."""
+    problems = []
+    for line in overrides:
+        key, _, value = line.partition("=")
+        group = key.lstrip("+~")
+        if group in CHECKED_GROUPS and value.lower() in ("true", "false", "null"):
+            hint = " (the FALSE loss: method=false_simclr, or method.false_negatives on a contrastive method)"
+            problems.append(
+                f"{key}={value}: Hydra reads {value!r} as a constant, not a {group} option; the {group} "
+                f"options are {', '.join(options(group))}" + (hint if value.lower() == "false" else "")
+            )
+    return problems
+
+
 def command_line_problems(config_name: str, argv: list[str]) -> list[str]:
     """The refusals for a command line, from the configs Hydra would compose for it: the primary
     one and, for a sweep, each job's (so no job trains before a later one is refused)."""
@@ -432,6 +448,9 @@ def command_line_problems(config_name: str, argv: list[str]) -> list[str]:
     if GlobalHydra.instance().is_initialized():  # called from within a Hydra app: its own config
         return []
     name = args.config_name or config_name
+    literal = literal_choice_problems(args.overrides)
+    if literal:
+        return literal
     problems, cfg = _problems_of(name, args.overrides, RunMode.MULTIRUN if args.multirun else RunMode.RUN)
     if args.multirun and cfg is not None and not problems:
         for job in sweep_jobs(cfg, args.overrides):

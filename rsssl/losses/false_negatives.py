@@ -18,12 +18,15 @@ runs with autocast off in at least float32, and the log-ratio goes through logsu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from rsssl.losses.contrastive import info_nce, info_nce_logits, nt_xent, nt_xent_logits
 
 Scope = Literal["batch", "anchor"]
 SCOPES = ("batch", "anchor")
@@ -199,3 +202,46 @@ class FalseNegativeSettings:
         return select_false_negatives(
             logits, targets, temperature, self.threshold, self.scope, self.upper_triangle
         )
+
+
+def nt_xent_with(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float,
+    include_positive_in_denominator: bool = True,
+    false_negatives: FalseNegativeSettings | None = None,
+) -> Tensor:
+    """NT-Xent of two views, through the FALSE loss when `false_negatives` is set: the one call
+    SimCLR, GLCNet and any NT-Xent method make."""
+    if false_negatives is None:
+        return nt_xent(z1, z2, temperature, include_positive_in_denominator)
+    logits, targets = nt_xent_logits(z1, z2, temperature)
+    return false_negatives.loss(logits, targets, temperature, include_positive_in_denominator)
+
+
+def info_nce_with(
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor | None,
+    temperature: float,
+    exclude: Tensor | None = None,
+    false_negatives: FalseNegativeSettings | None = None,
+) -> Tensor:
+    """InfoNCE (queue or in-batch negatives), through the FALSE loss when `false_negatives` is set:
+    the one call MoCo, SauMoCo and any InfoNCE method make."""
+    if false_negatives is None:
+        return info_nce(query, key, queue, temperature, exclude)
+    logits, targets = info_nce_logits(query, key, queue, temperature, exclude)
+    return false_negatives.loss(logits, targets, temperature)
+
+
+def false_negative_settings(settings: Mapping | None) -> FalseNegativeSettings | None:
+    """A method's `false_negatives` config (a mapping of FalseNegativeSettings fields, or None/empty
+    for off) as settings; a ValueError names an unknown key."""
+    if not settings:
+        return None
+    known = {f.name for f in fields(FalseNegativeSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"false_negatives: unknown setting {unknown}; known: {sorted(known)}")
+    return FalseNegativeSettings(**dict(settings))

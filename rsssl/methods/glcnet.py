@@ -22,9 +22,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from rsssl.data.tracked_views import make_tracked_pair, matched_patches
-from rsssl.losses import nt_xent
-from rsssl.losses.contrastive import nt_xent_logits
-from rsssl.losses.false_negatives import FalseNegativeSettings
+from rsssl.losses.false_negatives import false_negative_settings, nt_xent_with
 from rsssl.methods.base import SSLMethod, StepOutput
 from rsssl.models.backbones import ConfigError
 from rsssl.models.dense import DeepLabV3Plus
@@ -80,16 +78,11 @@ class GLCNet(SSLMethod):
         summary = aspp_channels * (2 if style else 1)
         self.global_head = mlp(summary, global_proj[0], global_proj[1], 2)
         self.local_head = mlp(decoder_channels, local_proj[0], local_proj[1], 2)
-        self.false_negatives = FalseNegativeSettings(**false_negatives) if false_negatives else None
+        self.false_negatives = false_negative_settings(false_negatives)
 
     def contrast(self, z1: Tensor, z2: Tensor) -> Tensor:
-        """NT-Xent without the positive in the denominator, through FALSE when it is set."""
-        if self.false_negatives is None:
-            return nt_xent(z1, z2, self.temperature, include_positive_in_denominator=False)
-        logits, targets = nt_xent_logits(z1, z2, self.temperature)
-        return self.false_negatives.loss(
-            logits, targets, self.temperature, include_positive_in_denominator=False
-        )
+        """NT-Xent without the positive in the denominator (through FALSE when it is set)."""
+        return nt_xent_with(z1, z2, self.temperature, False, self.false_negatives)
 
     def pretext_step(self, batch: dict) -> StepOutput:
         pair = make_tracked_pair(self.view_maker, batch["image"])

@@ -24,7 +24,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from rsssl.losses import info_nce
+from rsssl.losses.false_negatives import false_negative_settings, info_nce_with
 from rsssl.methods.base import SSLMethod, StepOutput, freeze
 from rsssl.methods.distributed import batch_shuffle, batch_unshuffle, gather_no_grad
 from rsssl.models.backbones import ConfigError
@@ -47,9 +47,11 @@ class MoCo(SSLMethod):
         proj_layers: int = 2,
         shuffle_bn: bool = True,
         bn_groups: int = 4,
+        false_negatives: dict | None = None,
         **base,
     ) -> None:
         super().__init__(**base)
+        self.false_negatives = false_negative_settings(false_negatives)
         self.temperature = temperature
         self.shuffle_bn = shuffle_bn
         self.bn_groups = bn_groups
@@ -124,8 +126,9 @@ class MoCo(SSLMethod):
         query = self.projector(features)
         keys = self.encode_keys(key_input)
         index = sample_index(batch)
-        loss = info_nce(
-            query, keys, self.queue.clone().detach(), self.temperature, exclude=self.not_negatives(index)
+        queue = self.queue.clone().detach()
+        loss = info_nce_with(
+            query, keys, queue, self.temperature, self.not_negatives(index), self.false_negatives
         )
         self.enqueue(keys, index)
         return StepOutput(loss=loss, features=features, embeddings=query)
