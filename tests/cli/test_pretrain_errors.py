@@ -162,7 +162,7 @@ def test_resume_continues_and_failures_lose_nothing(tmp_path, monkeypatch, capsy
         (["+method.optimizer.betas=[0.9,0.99]", "+method.optimizer.moment=0.8"], "method.optimizer.momentum"),
         (["+data.source.num_scene=1"], "did you mean data.source.num_scenes?"),
         (["+eval=classification", "eval.classification.knn=5"], "did you mean eval.classification.knn_k?"),
-        (["eval.tasks=[segmentation]"], "no eval config is selected: add +eval=benchmark|classification|demo"),
+        (["eval.tasks=[segmentation]"], "no eval config is selected: add +eval=benchmark|classification"),
     ],
 )
 def test_unknown_keys_are_refused_with_the_closest(overrides, message, tmp_path, monkeypatch, capsys):
