@@ -268,10 +268,8 @@ class _Builder:
     def _soil(self, where: np.ndarray, amount: np.ndarray | float, bright: np.ndarray | float = 1.0) -> None:
         """Soil of the region's colour (brightness x `bright`) filling `amount` of `where`."""
         b, redness = self.region.soil
-        self.abundance[M_SOIL][where] = (amount * b * bright)[where] if np.ndim(amount) else amount * b
-        self.abundance[M_RED][where] = (
-            (amount * b * redness * bright)[where] if np.ndim(amount) else (amount * b * redness)
-        )
+        self.abundance[M_SOIL][where] = np.broadcast_to(amount * b * bright, where.shape)[where]
+        self.abundance[M_RED][where] = np.broadcast_to(amount * b * redness * bright, where.shape)[where]
 
     def _veg(self, where: np.ndarray, cover: np.ndarray, phen: np.ndarray | int) -> None:
         self.cover[where] = cover[where]
