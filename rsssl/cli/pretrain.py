@@ -311,12 +311,20 @@ def best_checkpoint_rule(validated: bool) -> tuple[str, str, str]:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool) -> L.Trainer:
-    """The Trainer of a run: `best.ckpt` by `best_checkpoint_rule`, `last.ckpt`, throughput."""
+    """The Trainer of a run: `best.ckpt` by `best_checkpoint_rule`, `last.ckpt`, throughput.
+
+    `last.ckpt` has its own callback (no monitor: the newest state at every epoch end, the one
+    file overwritten): Lightning 2.6's `save_last` writes only beside a new best checkpoint, so a
+    run whose probe stopped improving would resume from its best epoch instead of its last.
+    `best` comes first: it is `trainer.checkpoint_callback`."""
     monitor, mode, _ = best_checkpoint_rule(validated)
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1
+    best = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1
     )
-    callbacks = [checkpoints, ThroughputMonitor(), *([ValidateAtMaxSteps()] if validated else [])]
+    last = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False
+    )
+    callbacks = [best, last, ThroughputMonitor(), *([ValidateAtMaxSteps()] if validated else [])]
     callbacks += [instantiate(c) for c in cfg.get("callbacks") or []]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if not validated:  # no validation loop at all, rather than one over an empty loader
@@ -422,7 +430,7 @@ def run(cfg: DictConfig) -> dict:
     }
     if not trainer.is_global_zero:
         return {}
-    weights = save_encoder(method.backbone, run_dir, meta)
+    weights = save_encoder(method.backbone, run_dir, meta, decoder=method.exported_decoder())
     summary = write_summary(run_dir, trainer, cfg, resume_from)
     log.info(f"run folder: {run_dir}")
     if cfg.get("eval") is not None:

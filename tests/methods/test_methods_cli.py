@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from rsssl.cli.pretrain import main
 from rsssl.methods.moco import EMPTY_SLOT
@@ -158,3 +159,24 @@ def test_accumulation_steps_ema_and_lr_per_optimiser_step(tmp_path, monkeypatch)
         for t0, t1 in zip(steps[i]["targets"], steps[i + 1]["targets"]):
             assert all(torch.equal(t0[n], t1[n]) for n in t0), "EMA ran on a micro-batch"
     _check_ema([steps[1], steps[3]], record, momenta)  # the micro-batches that end in a step
+
+
+def test_last_ckpt_holds_the_last_step_even_when_the_probe_stops_improving(tmp_path, monkeypatch):
+    """Lightning 2.6 writes `save_last` only beside a new best checkpoint; last.ckpt must be the
+    final state whatever the monitored metric did (resume continues from it)."""
+    run_cli(
+        [
+            "method=simclr",
+            *TINY,
+            "trainer.max_steps=8",
+            f"runs_dir={tmp_path}",
+            f"data.stats_cache_dir={tmp_path}",
+        ],
+        monkeypatch,
+    )
+    (run_dir,) = [p.parent for p in tmp_path.glob("*/*/summary.json")]
+    last = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 8 and last["epoch"] == 3  # four epochs of two steps
+    exported = load_file(str(run_dir / "encoder.safetensors"))
+    for key, value in exported.items():
+        torch.testing.assert_close(last["state_dict"][f"backbone.{key}"], value, rtol=0, atol=0)
