@@ -70,7 +70,7 @@ READ_BY_CODE: dict[str, frozenset[str]] = {
     "eval.classification.supervised": _keywords_with_defaults(run_finetune) - {"device"},
     "eval.segmentation": _keywords_with_defaults(run_segmentation) - {"device", "encoder_lr_factor"},
     "eval.segmentation.supervised": _keywords_with_defaults(run_segmentation)
-    - {"device", "modes", "fractions", "seeds"},
+    - {"device", "modes", "fractions", "seeds", "pretrained_decoder"},
 }
 #: nodes whose keys are names the user chooses (each extra set is its own `_target_` node)
 FREE_FORM = frozenset({"eval.extra_sets"})

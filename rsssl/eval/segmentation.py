@@ -1,4 +1,9 @@
-"""Segmentation protocol: the exported encoder + a light FPN decoder, frozen or fine-tuned.
+"""Segmentation protocol: the exported encoder + a decoder, frozen or fine-tuned.
+
+The decoder (`decoder`) is a light FPN (the default) or DeepLabv3+ (`rsssl.models.dense`, the
+network GLCNet pretrains), trained from a seeded init. An encoder exported with its pretrained
+decoder (`decoder.safetensors`) is also judged with it: `pretrained_decoder` starts the DeepLabv3+
+from those weights (a new classifier on top), under the protocols `segmentation_<mode>_pretrained_decoder`.
 
 For each mode x label fraction x seed, a fresh encoder and decoder are trained on a seeded
 fraction of the training tiles for a fixed number of optimisation *steps* (so 1 % and 100 % get
@@ -30,11 +35,14 @@ from rsssl.eval.data import EvalDataset, EvalSplit, to_device_batches
 from rsssl.eval.features import normalise_for
 from rsssl.eval.metrics import Metrics, confusion_matrix, segmentation_metrics_from_confusion
 from rsssl.models.backbones import ConfigError, create_backbone, feature_indices, load_weights
-from rsssl.models.export import check_band_count
+from rsssl.models.dense import DeepLabV3Plus
+from rsssl.models.export import PretrainedDecoder, check_band_count
 
 log = logging.getLogger(__name__)
 
 MODES = ("frozen", "finetune")
+DECODERS = ("fpn", "deeplabv3plus")
+PRETRAINED_SUFFIX = "_pretrained_decoder"
 EncoderFactory = Callable[[], nn.Module | dict[str, Tensor]]
 
 
@@ -96,6 +104,43 @@ def fresh_encoder(encoder_factory: EncoderFactory, meta: dict) -> nn.Module:
     return encoder
 
 
+def check_decoder(decoder: str) -> None:
+    """Refuse a decoder name this protocol does not build, naming the ones it does."""
+    if decoder not in DECODERS:
+        raise ConfigError(f"segmentation decoder {decoder!r} is unknown; use one of {list(DECODERS)}")
+
+
+def segmentation_protocol(mode: str, pretrained_decoder: bool = False) -> str:
+    """The results' protocol name of a segmentation unit."""
+    return f"segmentation_{mode}{PRETRAINED_SUFFIX if pretrained_decoder else ''}"
+
+
+def segmentation_net(
+    encoder: nn.Module,
+    num_classes: int,
+    decoder: str = "fpn",
+    decoder_channels: int = 64,
+    frozen: bool = False,
+    pretrained: PretrainedDecoder | None = None,
+) -> SegmentationNet | DeepLabV3Plus:
+    """The network a segmentation unit trains: `encoder` + the named decoder, or + the pretrained
+    DeepLabv3+ decoder when `pretrained` is given (`decoder` and `decoder_channels` then unused)."""
+    if pretrained is not None:
+        return DeepLabV3Plus.with_pretrained_decoder(
+            encoder, pretrained.config, pretrained.state, num_classes, frozen=frozen
+        )
+    check_decoder(decoder)
+    if decoder == "fpn":
+        return SegmentationNet(encoder, num_classes, decoder_channels, frozen=frozen)
+    return DeepLabV3Plus(encoder, num_classes=num_classes, frozen=frozen)
+
+
+def segmentation_logits(net: nn.Module, x: Tensor) -> Tensor:
+    """Per-pixel class logits at the input size, from either kind of `segmentation_net`."""
+    out = net(x)
+    return out.logits if isinstance(net, DeepLabV3Plus) else out
+
+
 def _dihedral(images: Tensor, masks: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """One random flip / rot90 (of the 8 symmetries of a square) per sample, identical for image and mask.
 
@@ -114,7 +159,7 @@ def _dihedral(images: Tensor, masks: Tensor, generator: torch.Generator) -> tupl
 
 
 def train_segmentation(
-    net: SegmentationNet,
+    net: SegmentationNet | DeepLabV3Plus,
     split: EvalSplit,
     meta: dict,
     steps: int = 200,
@@ -153,7 +198,7 @@ def train_segmentation(
     for batch in order.view(steps, batch_size).to(device):
         x, y = _dihedral(images[batch], masks[batch], generator)
         with autocast:
-            logits = net(normalise_for(meta, x))
+            logits = segmentation_logits(net, normalise_for(meta, x))
         loss = F.cross_entropy(
             logits.float(), y.long(), ignore_index=-100 if ignore_index is None else ignore_index
         )
@@ -165,7 +210,7 @@ def train_segmentation(
 
 @torch.no_grad()
 def evaluate_segmentation(
-    net: SegmentationNet,
+    net: SegmentationNet | DeepLabV3Plus,
     split: EvalSplit,
     meta: dict,
     num_classes: int,
@@ -183,7 +228,7 @@ def evaluate_segmentation(
     )
     for x, y in batches:
         with autocast:
-            logits = net(normalise_for(meta, x))
+            logits = segmentation_logits(net, normalise_for(meta, x))
         cm += confusion_matrix(logits.argmax(dim=1), y, num_classes, ignore_index)
     return segmentation_metrics_from_confusion(cm)
 
@@ -214,16 +259,21 @@ def run_segmentation(
     steps: int = 200,
     batch_size: int = 16,
     lr: float = 3e-3,
+    decoder: str = "fpn",
     decoder_channels: int = 64,
     encoder_lr_factor: float = 0.1,
+    pretrained_decoder: PretrainedDecoder | None = None,
     device: torch.device | str = "cpu",
 ) -> list[dict]:
     """Rows {protocol, budget, seed, metric, value, train_count} for every mode x fraction x seed.
 
     `encoder_factory()` returns a fresh encoder (the `num_classes=0` timm model, or its state
     dict) for each run; a fine-tuned encoder learns at `lr * encoder_lr_factor`. `fractions` are
-    label fractions of the training tiles (at least one tile). Metrics: "oa", "miou", "kappa" and
-    "iou_<class name>" (NaN for a class absent from both the test masks and the predictions).
+    label fractions of the training tiles (at least one tile). `decoder`: "fpn" (`decoder_channels`
+    wide) or "deeplabv3plus", from a seeded init; with `pretrained_decoder`, the exported
+    DeepLabv3+ decoder instead (protocols `segmentation_<mode>_pretrained_decoder`). Metrics:
+    "oa", "miou", "kappa" and "iou_<class name>" (NaN for a class absent from both the test masks
+    and the predictions).
     """
     dataset.check()
     if dataset.task != "segmentation":
@@ -237,6 +287,8 @@ def run_segmentation(
         raise ConfigError(f"segmentation fractions {fractions} must be floats in (0, 1] (1.0, not 1)")
     if steps < 1:
         raise ConfigError(f"steps={steps}: train for at least one step")
+    check_decoder(decoder)
+    protocol = {m: segmentation_protocol(m, pretrained_decoder is not None) for m in modes}
     pool = np.zeros(len(dataset.train), dtype=np.int64)  # a single pseudo-class: fractions of all tiles
     rows = []
     for mode in modes:
@@ -248,9 +300,10 @@ def run_segmentation(
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     encoder = fresh_encoder(encoder_factory, meta)
-                    net = SegmentationNet(
-                        encoder, dataset.num_classes, decoder_channels, frozen=mode == "frozen"
-                    )
+                    net = segmentation_net(
+                        encoder, dataset.num_classes, decoder, decoder_channels, mode == "frozen",
+                        pretrained_decoder,
+                    )  # fmt: skip
                 train_segmentation(
                     net, subset, meta, steps=steps, batch_size=batch_size, lr=lr,
                     ignore_index=dataset.ignore_index, seed=seed, encoder_lr_factor=encoder_lr_factor,
@@ -261,9 +314,9 @@ def run_segmentation(
                 )
                 label = format_budget(fraction)
                 log.info(
-                    "segmentation %s %s seed %d on %s: %d tiles, mIoU %.3f (%.1f s)",
-                    mode, label, seed, dataset.name, len(subset), metrics["miou"],
+                    "%s %s seed %d on %s: %d tiles, mIoU %.3f (%.1f s)",
+                    protocol[mode], label, seed, dataset.name, len(subset), metrics["miou"],
                     time.perf_counter() - start,
                 )  # fmt: skip
-                rows += _rows(f"segmentation_{mode}", label, seed, len(subset), metrics, dataset.class_names)
+                rows += _rows(protocol[mode], label, seed, len(subset), metrics, dataset.class_names)
     return rows

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import itertools
 import subprocess
 import time
 from collections import defaultdict
@@ -47,14 +48,17 @@ from rsssl.eval.image_stats import image_statistics_features
 from rsssl.eval.knn import knn_predict
 from rsssl.eval.linear import fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
-from rsssl.eval.segmentation import MODES, run_segmentation
-from rsssl.models.export import backbone_like, file_sha256, load_encoder
+from rsssl.eval.segmentation import MODES, PRETRAINED_SUFFIX, run_segmentation, segmentation_protocol
+from rsssl.models.export import PretrainedDecoder, backbone_like, file_sha256, load_decoder, load_encoder
 from rsssl.results.store import ResultRow, append_rows, read_rows, relative_run_id
 
 CLASSIFICATION_METRICS = ("oa", "aa", "kappa", "f1_macro")
 SUPERVISED = "supervised"
-# What the suite loops over itself: a unit's budget, mode and seed, never part of its settings.
-LOOP_SETTINGS = ("budgets", "modes", "fractions", "seeds")
+# What the suite loops over itself: a unit's budget, mode and seed, and whether an exported decoder
+# is judged too (its own protocols), never part of a unit's settings.
+LOOP_SETTINGS = ("budgets", "modes", "fractions", "seeds", "pretrained_decoder")
+# Settings of the decoder trained from scratch: a pretrained decoder brings its own architecture.
+SCRATCH_DECODER_SETTINGS = ("decoder", "decoder_channels")
 # Settings of a training recipe, not of a protocol: kept out of the eval hash. The fine-tune
 # protocols use their defaults; the supervised reference's recipe hashes them (`Suite.config_hash`).
 RECIPE_SETTINGS = ("encoder_lr_factor",)
@@ -72,7 +76,7 @@ class Candidate:
     with the architecture and normalisation in `meta` it keys the feature cache and, as the
     rows' `checkpoint_hash`, tells whether a unit in the store came from these weights.
     `from_scratch` marks the supervised reference: trained (fine-tune protocols) only, with its
-    own recipe.
+    own recipe. `decoder` is the pretrained decoder exported with the encoder (GLCNet's), if any.
     """
 
     method: str
@@ -84,6 +88,7 @@ class Candidate:
     pretrain_data: str = ""
     pretrain_seed: int | None = None
     from_scratch: bool = False
+    decoder: PretrainedDecoder | None = None
 
     @property
     def backbone(self) -> str:
@@ -145,6 +150,7 @@ def encoder_candidate(weights_path: str | Path, runs_dir: str | Path = "runs") -
         config_hash=meta.get("config_hash", ""),
         pretrain_data=meta.get("data", ""),
         pretrain_seed=meta.get("seed"),
+        decoder=load_decoder(meta),
     )
 
 
@@ -274,6 +280,8 @@ class Suite:
         if protocol == "finetune":
             return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=skip)
         if protocol.startswith("segmentation_"):
+            if protocol.endswith(PRETRAINED_SUFFIX):
+                skip = (*skip, *SCRATCH_DECODER_SETTINGS)
             return settings_with_defaults(run_segmentation, self.segmentation, skip=skip)
         raise ValueError(f"unknown protocol {protocol!r}")
 
@@ -441,9 +449,15 @@ class Suite:
         modes = [m for m in cfg.get("modes", MODES) if m == "finetune" or not candidate.from_scratch]
         fractions = [float(f) for f in cfg.get("fractions", (0.01, 0.1, 1.0))]
         seeds = [int(s) for s in cfg.get("seeds", (0, 1, 2))]
-        for mode in modes:
-            protocol = f"segmentation_{mode}"
+        with_decoder = [False]
+        if cfg.get("pretrained_decoder", True) and candidate.decoder is not None:
+            with_decoder.append(True)
+        for mode, pretrained in itertools.product(modes, with_decoder):
+            protocol = segmentation_protocol(mode, pretrained)
             settings = self.recipe(candidate, protocol)
+            if pretrained:
+                settings = {k: v for k, v in settings.items() if k not in SCRATCH_DECODER_SETTINGS}
+                settings["pretrained_decoder"] = candidate.decoder
             for fraction in fractions:
                 for seed in seeds:
                     label = format_budget(fraction)

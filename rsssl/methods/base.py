@@ -20,6 +20,7 @@ from torch import nn
 
 from rsssl.data.views import ViewMaker, preset
 from rsssl.models.backbones import ConfigError, create_backbone
+from rsssl.models.dense import DeepLabV3Plus
 
 
 @dataclass
@@ -121,6 +122,11 @@ class SSLMethod(L.LightningModule):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, target) modules whose targets follow the online weights by EMA."""
         return []
+
+    def exported_decoder(self) -> DeepLabV3Plus | None:
+        """A pretrained dense network on `backbone` whose decoder is exported beside the encoder
+        (`decoder.safetensors`), or None: most methods pretrain the encoder alone."""
+        return None
 
     # ---- training --------------------------------------------------------------------------
     def views(self, images: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,10 @@ class GLCNet(SSLMethod):
         self.local_head = mlp(decoder_channels, local_proj[0], local_proj[1], 2)
         self.false_negatives = false_negative_settings(false_negatives)
 
+    def exported_decoder(self) -> DeepLabV3Plus:
+        """The whole DeepLabv3+ is pretrained: its decoder is exported with the encoder."""
+        return self.net
+
     def contrast(self, z1: Tensor, z2: Tensor) -> Tensor:
         """NT-Xent without the positive in the denominator (through FALSE when it is set)."""
         return nt_xent_with(z1, z2, self.temperature, False, self.false_negatives)

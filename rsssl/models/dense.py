@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from rsssl.models.backbones import feature_indices
 
 ENCODER_PREFIX = "encoder."
+CLASSIFIER_PREFIX = "classifier."
+DECODER_ARCHITECTURE = "deeplabv3plus"  # the name `encoder.json` records an exported decoder under
 
 
 class DenseOutput(NamedTuple):
@@ -130,6 +132,25 @@ class DeepLabV3Plus(nn.Module):
         self.frozen = frozen
         if frozen:
             encoder.requires_grad_(False)
+
+    @classmethod
+    def with_pretrained_decoder(
+        cls,
+        encoder: nn.Module,
+        config: Mapping,
+        state: Mapping[str, Tensor],
+        num_classes: int,
+        frozen: bool = False,
+    ) -> DeepLabV3Plus:
+        """A network on `encoder` whose ASPP, decoder and head start from an exported decoder
+        (`config`: the exporting network's `config`, `state`: its `decoder_state_dict()`), with a
+        freshly initialised `num_classes` classifier (a pretrained one, if any, is dropped)."""
+        settings = {k: v for k, v in config.items() if k != "num_classes"}
+        net = cls(encoder, **settings, frozen=frozen)
+        net.load_decoder_state_dict({k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIX)})
+        net.classifier = nn.Conv2d(net.config["out_channels"], num_classes, 1)
+        net.config["num_classes"] = num_classes
+        return net
 
     def train(self, mode: bool = True) -> DeepLabV3Plus:
         super().train(mode)

@@ -2,6 +2,9 @@
 
 Everything downstream (evaluation, fine-tuning, other libraries) loads only these two files.
 Loading never unpickles. The JSON records the weights' sha256 so a mismatched pair is caught.
+A method that pretrains a dense network (GLCNet) also writes `decoder.safetensors` beside them:
+everything of its DeepLabv3+ but the encoder, described under `decoder` in `encoder.json`
+(architecture, constructor settings, sha256); the encoder file stays a plain timm state dict.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,9 +27,11 @@ from torch import nn
 
 from rsssl.data.bands import canonical_band_name
 from rsssl.models.backbones import ConfigError, create_backbone, load_state_dict_file, load_weights
+from rsssl.models.dense import DECODER_ARCHITECTURE, DeepLabV3Plus
 
 WEIGHTS_NAME = "encoder.safetensors"
 META_NAME = "encoder.json"
+DECODER_NAME = "decoder.safetensors"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -36,24 +42,73 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_encoder(backbone: nn.Module, folder: str | Path, meta: dict) -> Path:
-    """Write the two files atomically into `folder`; returns the weights path.
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
-    `meta` must hold at least `timm_name`, `in_chans`, `bands`, `mean`, `std`, `method`.
+
+def save_encoder(
+    backbone: nn.Module, folder: str | Path, meta: dict, decoder: DeepLabV3Plus | None = None
+) -> Path:
+    """Write the files atomically into `folder` (`encoder.json` last); returns the weights path.
+
+    `meta` must hold at least `timm_name`, `in_chans`, `bands`, `mean`, `std`, `method`. With
+    `decoder` (a DeepLabV3Plus on `backbone`), its non-encoder weights go to `decoder.safetensors`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in backbone.state_dict().items()}
     weights, tmp_weights = folder / WEIGHTS_NAME, folder / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp_weights))
+    save_file(_cpu_copy(backbone.state_dict()), str(tmp_weights))
     record = dict(
         meta, num_features=int(getattr(backbone, "num_features", 0)), sha256=file_sha256(tmp_weights)
     )
+    if decoder is not None:
+        tmp_decoder = folder / (DECODER_NAME + ".tmp")
+        save_file(_cpu_copy(decoder.decoder_state_dict()), str(tmp_decoder))
+        record["decoder"] = {
+            "architecture": DECODER_ARCHITECTURE,
+            "file": DECODER_NAME,
+            "config": dict(decoder.config),
+            "sha256": file_sha256(tmp_decoder),
+        }
+        os.replace(tmp_decoder, folder / DECODER_NAME)
     tmp_meta = folder / (META_NAME + ".tmp")
     tmp_meta.write_text(json.dumps(record, indent=2, default=str))
     os.replace(tmp_weights, weights)
     os.replace(tmp_meta, folder / META_NAME)
     return weights
+
+
+class PretrainedDecoder(NamedTuple):
+    """An exported decoder: DeepLabV3Plus constructor settings and its non-encoder state dict."""
+
+    config: dict
+    state: dict[str, torch.Tensor]
+    sha256: str
+
+
+def load_decoder(meta: dict) -> PretrainedDecoder | None:
+    """The decoder an encoder was exported with (`read_encoder_meta`'s meta), None without one.
+
+    The file is checked against the sha256 in `encoder.json`, as the encoder's is."""
+    record = meta.get("decoder")
+    if not record:
+        return None
+    path = Path(meta["weights_path"]).with_name(record["file"])
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} is missing: {META_NAME} says the encoder was exported with a decoder; copy "
+            f"{record['file']} from the run folder beside {WEIGHTS_NAME}"
+        )
+    if record.get("sha256") and record["sha256"] != file_sha256(path):
+        raise ConfigError(
+            f"{path} is not the decoder {META_NAME} describes (sha256 differs): copy the files of one run"
+        )
+    if record.get("architecture") != DECODER_ARCHITECTURE:
+        raise ConfigError(
+            f"{path}: decoder architecture {record.get('architecture')!r} is unknown; this rsssl reads "
+            f"{DECODER_ARCHITECTURE!r}"
+        )
+    return PretrainedDecoder(dict(record["config"]), load_state_dict_file(path), record.get("sha256", ""))
 
 
 def read_encoder_meta(weights_path: str | Path) -> dict:

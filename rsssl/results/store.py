@@ -31,7 +31,16 @@ from filelock import FileLock
 DEFAULT_RESULTS_PATH = Path("results/results.csv")
 
 # Protocols in the order the leaderboard shows them. Others are allowed and sort after these.
-PROTOCOLS = ("knn", "linear", "finetune", "segmentation_frozen", "segmentation_finetune", "online_linear")
+PROTOCOLS = (
+    "knn",
+    "linear",
+    "finetune",
+    "segmentation_frozen",
+    "segmentation_finetune",
+    "segmentation_frozen_pretrained_decoder",
+    "segmentation_finetune_pretrained_decoder",
+    "online_linear",
+)
 # Online-probe numbers come from pretraining and are never shown beside offline ones.
 ONLINE_PROTOCOLS = frozenset({"online_linear"})
 AGGREGATE_SEED = -1

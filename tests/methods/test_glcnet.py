@@ -8,7 +8,9 @@ import torch
 from rsssl.losses import nt_xent
 from rsssl.methods.glcnet import GLCNet, pooled_patches, style_features
 from rsssl.models.backbones import ConfigError
+from rsssl.models.export import load_decoder, read_encoder_meta
 from tests.helpers.methods import tiny_method
+from tests.methods.test_methods_cli import TINY, run_cli
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -84,3 +86,17 @@ def test_the_plain_terms_are_nt_xent_without_the_positive():
 def test_a_patch_larger_than_the_views_is_refused_with_the_fix():
     with pytest.raises(ConfigError, match="method.patch_size=48 is larger than the 32 px views"):
         _step(tiny_method(GLCNet, patch_size=48))
+
+
+def test_the_entry_point_exports_the_trained_decoder_beside_the_encoder(tmp_path, monkeypatch):
+    run_cli(
+        ["method=glcnet", *TINY, f"runs_dir={tmp_path}", f"data.stats_cache_dir={tmp_path / 'cache'}"],
+        monkeypatch,
+    )
+    (run_dir,) = [p.parent for p in tmp_path.glob("*/*/summary.json")]
+    trained = torch.load(run_dir / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    meta = read_encoder_meta(run_dir)
+    decoder = load_decoder(meta)
+    assert decoder.state and meta["decoder"]["config"]["out_channels"] == 64
+    for key, value in decoder.state.items():  # the final weights and BN statistics, by value
+        torch.testing.assert_close(value, trained[f"net.{key}"], rtol=0, atol=0, msg=key)

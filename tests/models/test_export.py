@@ -11,11 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from rsssl.models.backbones import ConfigError, create_backbone
+from rsssl.models.dense import DeepLabV3Plus
 from rsssl.models.export import (
     check_band_count,
+    load_decoder,
     load_encoder,
     match_encoder_bands,
     pixel_scale_warning,
+    read_encoder_meta,
     save_encoder,
 )
 
@@ -188,3 +191,51 @@ def test_local_weights_file_and_unknown_name(tmp_path):
     with pytest.raises(ConfigError, match="Close timm names"):
         create_backbone("resnet19", in_chans=3)
     assert json.loads((tmp_path / "encoder.json").read_text())["sha256"]
+
+
+def _perturbed_dense_net(in_chans: int = 5) -> DeepLabV3Plus:
+    """A DeepLabv3+ whose weights and BN statistics are not the init (so a load is visible)."""
+    torch.manual_seed(0)
+    net = DeepLabV3Plus(create_backbone("test_resnet", in_chans=in_chans), aspp_channels=16, out_channels=8)
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor))
+    return net
+
+
+def test_decoder_is_exported_beside_a_plain_timm_encoder(tmp_path):
+    net = _perturbed_dense_net()
+    save_encoder(net.encoder, tmp_path, META, decoder=net)
+    fresh = timm.create_model("test_resnet", in_chans=5, num_classes=0, pretrained=False)
+    fresh.load_state_dict(load_file(str(tmp_path / "encoder.safetensors")), strict=True)
+    meta = read_encoder_meta(tmp_path)
+    assert meta["decoder"]["architecture"] == "deeplabv3plus"
+    assert meta["decoder"]["config"]["aspp_channels"] == 16 and meta["decoder"]["config"]["out_channels"] == 8
+    decoder = load_decoder(meta)
+    expected = net.decoder_state_dict()
+    assert set(decoder.state) == set(expected) and not any(k.startswith("encoder.") for k in decoder.state)
+    for key, value in expected.items():
+        torch.testing.assert_close(decoder.state[key], value, rtol=0, atol=0)
+    assert load_decoder(read_encoder_meta(_export_without_decoder(tmp_path / "plain"))) is None
+
+
+def _export_without_decoder(folder):
+    save_encoder(create_backbone("test_resnet", in_chans=5), folder, META)
+    return folder
+
+
+def test_a_missing_or_foreign_decoder_file_is_refused(tmp_path):
+    net = _perturbed_dense_net()
+    save_encoder(net.encoder, tmp_path / "a", META, decoder=net)
+    with torch.no_grad():  # another decoder on the same encoder
+        next(iter(net.aspp.parameters())).add_(1.0)
+    save_encoder(net.encoder, tmp_path / "b", META, decoder=net)
+    (tmp_path / "a" / "decoder.safetensors").write_bytes(
+        (tmp_path / "b" / "decoder.safetensors").read_bytes()
+    )
+    with pytest.raises(ConfigError, match="sha256 differs"):
+        load_decoder(read_encoder_meta(tmp_path / "a"))
+    (tmp_path / "a" / "decoder.safetensors").unlink()
+    with pytest.raises(ConfigError, match="decoder.safetensors is missing"):
+        load_decoder(read_encoder_meta(tmp_path / "a"))
