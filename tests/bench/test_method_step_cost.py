@@ -34,7 +34,7 @@ def method_from_yaml(name: str) -> SSLMethod:
 def step_seconds(methods: dict[str, SSLMethod], batch: dict, repeats: int = REPEATS) -> dict[str, float]:
     """Best-of-`repeats` seconds of one forward + backward step of each method, interleaved."""
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for name, method in methods.items():  # warm-up
+    for method in methods.values():  # warm-up
         method.pretext_step(batch).loss.backward()
     for _ in range(repeats):
         for name, method in methods.items():
