@@ -27,3 +27,19 @@ def test_synthetic_benchmark_runs_every_method_with_three_pretraining_seeds():
 def test_a_command_line_can_narrow_the_benchmark_sweep():
     jobs = {tuple(sorted(job)) for job in _jobs("synthetic_benchmark", "method=moco", "seed=0")}
     assert jobs == {("method=moco", "seed=0")}
+
+
+def test_segmentation_benchmark_compares_glcnet_and_false_with_image_level_contrast():
+    jobs = {tuple(sorted(job)) for job in _jobs("segmentation_benchmark")}
+    methods = ("simclr", "glcnet", "false_simclr", "false_glcnet", "moco", "random_init")
+    assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        cfg = compose("pretrain", ["+experiment=segmentation_benchmark", "method=false_glcnet"])
+    seg = cfg.eval.segmentation
+    assert list(seg.fractions) == [0.01, 0.1, 1.0] and list(seg.modes) == ["frozen", "finetune"]
+    assert seg.pretrained_decoder and seg.decoder == "fpn" and cfg.eval.tasks == ["segmentation"]
+    assert cfg.eval.extra_sets.treecrowns.name == "treecrowns" and cfg.data.num_bands == 3
+    assert (
+        cfg.method._target_ == "rsssl.methods.glcnet.GLCNet" and cfg.method.false_negatives.threshold == 0.9
+    )
