@@ -61,7 +61,10 @@ def _keywords_with_defaults(function: Callable) -> frozenset[str]:
 READ_BY_CODE: dict[str, frozenset[str]] = {
     "method.views": frozenset({"preset", *(f.name for f in fields(ViewRecipe))}),  # views.preset()
     # SSLMethod.configure_optimizers and its EMA schedule
-    "method.optimizer": frozenset({"name", "lr", "weight_decay", "momentum", "warmup", "nesterov", "betas"}),
+    "method.optimizer": frozenset(
+        {"name", "lr", "weight_decay", "momentum", "warmup", "nesterov", "betas"}
+        | {"weight_decay_end", "decay_norm_and_bias", "clip_grad"}
+    ),
     "method.ema": frozenset({"base", "final"}),
     "data.eval_sets": frozenset(TASKS),
     # Suite passes the device itself; `budgets` and `seeds` are its own options (fine-tune at fewer
@@ -431,7 +434,10 @@ def literal_choice_problems(overrides: list[str]) -> list[str]:
         key, _, value = line.partition("=")
         group = key.lstrip("+~")
         if group in CHECKED_GROUPS and value.lower() in ("true", "false", "null"):
-            hint = " (the FALSE loss: method=false_simclr, or method.false_negatives on a contrastive method)"
+            hint = (
+                " (the FALSE loss: method=false_simclr or false_glcnet, or method.false_negatives on a "
+                "contrastive method)"
+            )
             problems.append(
                 f"{key}={value}: Hydra reads {value!r} as a constant, not a {group} option; the {group} "
                 f"options are {', '.join(options(group))}" + (hint if value.lower() == "false" else "")

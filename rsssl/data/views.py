@@ -162,7 +162,18 @@ def simclr() -> ViewRecipe:
     return replace(moco_v2(), crop_scale=(0.08, 1.0), brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2)
 
 
-PRESETS: dict[str, Callable[[], ViewRecipe]] = {"geometric": geometric, "moco_v2": moco_v2, "simclr": simclr}
+def dino() -> ViewRecipe:
+    """DINO's colour recipe (jitter 0.4/0.4/0.2/0.1 at p 0.8, grayscale 0.2), flips and rot90;
+    its crops, blur and solarize are per crop (`rsssl.data.multicrop`)."""
+    return replace(moco_v2(), crop_scale=(0.4, 1.0), saturation=0.2, blur_p=0.0)
+
+
+PRESETS: dict[str, Callable[[], ViewRecipe]] = {
+    "geometric": geometric,
+    "moco_v2": moco_v2,
+    "simclr": simclr,
+    "dino": dino,
+}
 
 
 def preset(name: str, **overrides: object) -> ViewRecipe:

@@ -152,6 +152,26 @@ class SSLMethod(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         self._step_before_batch = self.global_step
+        if self.optimizer_cfg.get("weight_decay_end") is not None:
+            self.schedule_weight_decay()
+
+    def schedule_weight_decay(self) -> None:
+        """`optimizer.weight_decay` -> `optimizer.weight_decay_end` by a cosine over the optimiser
+        steps (DINO's schedule), on the parameter groups that decay."""
+        cfg = self.optimizer_cfg
+        total = max(1, self.trainer.estimated_stepping_batches)
+        value = cosine_ramp(cfg["weight_decay"], cfg["weight_decay_end"], self.global_step / total)
+        for group in self.optimizers().optimizer.param_groups:
+            if group.get("scheduled_decay"):
+                group["weight_decay"] = value
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """`optimizer.clip_grad`: the method's own clipping of the total gradient norm (LaST: 3.0);
+        otherwise the trainer's `gradient_clip_val`, as Lightning does."""
+        clip = self.optimizer_cfg.get("clip_grad")
+        if clip is None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.clip_gradients(optimizer, gradient_clip_val=float(clip), gradient_clip_algorithm="norm")
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """EMA of the momentum pairs once per optimiser step (not per accumulated micro-batch),
@@ -191,7 +211,7 @@ class SSLMethod(L.LightningModule):
         rank_zero_info(
             f"learning rate {lr:.6g} = {cfg['lr']} per 256 images x global batch {self.global_batch_size}"
         )
-        groups = [{"params": trained, "lr": lr, "weight_decay": cfg["weight_decay"]}]
+        groups = weight_decay_groups(trained, lr, cfg["weight_decay"], cfg.get("decay_norm_and_bias", True))
         if probe_ids:
             groups.append({"params": self.probe_parameters(), "lr": self.probe_lr, "weight_decay": 0.0})
         groups = [g for g in groups if g["params"]]
@@ -212,6 +232,21 @@ class SSLMethod(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, total, warmup)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def weight_decay_groups(
+    params: list[nn.Parameter], lr: float, weight_decay: float, decay_all: bool
+) -> list[dict]:
+    """Optimiser groups of `params`; with `decay_all` false, biases and normalisation weights
+    (every tensor of at most one dimension) get no weight decay, as in DINO and timm."""
+    if decay_all:
+        return [{"params": params, "lr": lr, "weight_decay": weight_decay, "scheduled_decay": True}]
+    decayed = [p for p in params if p.ndim > 1]
+    kept = [p for p in params if p.ndim <= 1]
+    return [
+        {"params": decayed, "lr": lr, "weight_decay": weight_decay, "scheduled_decay": True},
+        {"params": kept, "lr": lr, "weight_decay": 0.0},
+    ]
 
 
 def embedding_std(embeddings: torch.Tensor) -> torch.Tensor:

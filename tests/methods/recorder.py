@@ -51,6 +51,9 @@ class Recorder(L.Callback):
         self.record["backbone_names"] = [f"backbone.{n}" for n, _ in pl_module.backbone.named_parameters()]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        groups = trainer.optimizers[0].param_groups if trainer.optimizers else []
+        self.record.setdefault("weight_decays", []).append([g["weight_decay"] for g in groups])
+        self.record.setdefault("epochs", []).append(trainer.current_epoch)
         loss = trainer.callback_metrics.get("train/loss_step")
         self.record["losses"].append(float(loss) if loss is not None else float("nan"))
         if hasattr(pl_module, "queue"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -9,6 +12,8 @@ from rsssl.losses import nt_xent
 from rsssl.methods.glcnet import GLCNet, pooled_patches, style_features
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import load_decoder, read_encoder_meta
+from tests.cli.test_pretrain_errors import SYNTHETIC
+from tests.cli.test_pretrain_errors import run_cli as run_pretrain
 from tests.helpers.methods import tiny_method
 from tests.methods.test_methods_cli import TINY, run_cli
 
@@ -100,3 +105,28 @@ def test_the_entry_point_exports_the_trained_decoder_beside_the_encoder(tmp_path
     assert decoder.state and meta["decoder"]["config"]["out_channels"] == 64
     for key, value in decoder.state.items():  # the final weights and BN statistics, by value
         torch.testing.assert_close(value, trained[f"net.{key}"], rtol=0, atol=0, msg=key)
+
+
+REAL_DATA = {  # issue 10: real RGB PlanetScope and tree crowns, a 4-band RGBN GeoTIFF, 13-band synthetic
+    "planetscope": lambda d: [
+        "data=npz",
+        f"data.path={d}/planetscope_sfbay_scenes_dev.npz",
+        "data.band_names=[red,green,blue]",
+    ],
+    "treecrowns": lambda d: ["data=npz_segmentation", f"data.path={d}/deepforest_treecrowns_dev.npz"],
+    "rgbn_geotiff": lambda d: ["data=geotiff", f"data.root={d}/geotiff/rgbn", "data.band_preset=rgbn"],
+    "synthetic_13_bands": lambda d: [*SYNTHETIC, "data.num_bands=13"],
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "method"), [(d, "glcnet") for d in REAL_DATA] + [("rgbn_geotiff", "false_glcnet")]
+)
+def test_glcnet_pretrains_on_real_and_multiband_data(data, method, data_dir, tmp_path, monkeypatch):
+    run_pretrain([f"method={method}", *REAL_DATA[data](data_dir)], tmp_path, monkeypatch)
+    (run_dir,) = [p.parent for p in (tmp_path / "runs").glob("*/*/summary.json")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 4 and math.isfinite(summary["metrics"]["train/loss_epoch"])
+    meta = read_encoder_meta(run_dir)
+    assert meta["in_chans"] == {"rgbn_geotiff": 4, "synthetic_13_bands": 13}.get(data, 3)
+    assert load_decoder(meta).state  # the DeepLabv3+ decoder beside the encoder, whatever the bands
