@@ -1,4 +1,4 @@
-"""Cost of one pretraining step of each method relative to SimCLR, in one run (`make bench`).
+"""Cost of one pretraining step of each method relative to SimCLR and MoCo v2, in one run (`make bench`).
 
 Every method is built from its own `conf/method/<name>.yaml` on a ResNet-18 over 3 bands and
 timed on the same batch (64 tiles of 64 x 64 px, forward + backward of `pretext_step`), the
@@ -45,14 +45,18 @@ def step_seconds(methods: dict[str, SSLMethod], batch: dict, repeats: int = REPE
     return {name: min(t) for name, t in times.items()}
 
 
-def test_step_cost_relative_to_simclr():
+def test_step_cost_relative_to_simclr_and_moco():
     torch.manual_seed(0)
-    names = ["simclr", "false_simclr", "moco", "glcnet"]
+    names = ["simclr", "false_simclr", "moco", "glcnet", "last"]
     methods = {name: method_from_yaml(name).train() for name in names}
     batch = {"image": torch.randn(BATCH, 3, TILE, TILE)}
     seconds = step_seconds(methods, batch)
     for name in names:
-        ratio = seconds[name] / seconds["simclr"]
-        print(f"{name}: {seconds[name]:.3f} s a step of {BATCH} x {TILE} px, {ratio:.2f} x SimCLR")
+        simclr, moco = seconds[name] / seconds["simclr"], seconds[name] / seconds["moco"]
+        print(
+            f"{name}: {seconds[name]:.3f} s a step of {BATCH} x {TILE} px, "
+            f"{simclr:.2f} x SimCLR, {moco:.2f} x MoCo v2"
+        )
     assert seconds["false_simclr"] < 1.5 * seconds["simclr"]  # FALSE adds a top-k over the logits only
     assert seconds["glcnet"] > seconds["simclr"]  # a whole DeepLabv3+ on both views
+    assert seconds["last"] > seconds["moco"]  # ten crops, and K = 65536 prototypes

@@ -239,3 +239,22 @@ def test_a_missing_or_foreign_decoder_file_is_refused(tmp_path):
     (tmp_path / "a" / "decoder.safetensors").unlink()
     with pytest.raises(ConfigError, match="decoder.safetensors is missing"):
         load_decoder(read_encoder_meta(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("pool", ["token", "avg"])
+def test_a_vit_export_keeps_its_pooling_and_any_input_size(pool, tmp_path):
+    """Class token or mean patch token, as `encoder.json`'s timm_kwargs say; dynamic position
+    embeddings let the loaded encoder take the local crops' size too."""
+    kwargs = {"img_size": 32, "patch_size": 8, "dynamic_img_size": True, "global_pool": pool}
+    torch.manual_seed(0)
+    vit = create_backbone("vit_tiny_patch16_224", in_chans=5, **kwargs).eval()
+    save_encoder(vit, tmp_path, {**META, "timm_name": "vit_tiny_patch16_224", "timm_kwargs": kwargs})
+    loaded, meta = load_encoder(tmp_path)
+    assert meta["timm_kwargs"]["global_pool"] == pool and loaded.global_pool == pool
+    for side in (32, 16):
+        x = torch.randn(2, 5, side, side)
+        tokens = vit.forward_features(x)
+        expected = (
+            tokens[:, 0] if pool == "token" else vit.fc_norm(tokens[:, vit.num_prefix_tokens :].mean(1))
+        )
+        torch.testing.assert_close(loaded.eval()(x), expected)
