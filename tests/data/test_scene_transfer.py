@@ -1,0 +1,105 @@
+"""Optimal-transport scene transfer: Sinkhorn against POT's exact plans, the official mapping,
+moments moved to the style's, batched equals per image, any band count."""
+
+from __future__ import annotations
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from rsssl.data.scene import DataError
+from rsssl.data.scene_transfer import (
+    FIXED_SEED,
+    TransferSettings,
+    emd_plans,
+    scene_transfer,
+    sinkhorn_plans,
+    squared_distances,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def clouds(batch: int = 3, n: int = 100, bands: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.randn(batch, n, bands, generator=generator)
+    target = 0.5 * torch.randn(batch, n, bands, generator=generator) + 1.0
+    return source, target
+
+
+def test_sinkhorn_mapping_approaches_the_exact_one_as_regularisation_vanishes():
+    source, target = clouds()
+    cost = squared_distances(source, target)
+    exact = 100 * emd_plans(cost) @ target
+    errors = []
+    for reg in (0.1, 0.01, 0.001):
+        plan = sinkhorn_plans(cost, reg, iterations=1000)
+        torch.testing.assert_close(plan.sum(2), torch.full((3, 100), 0.01), rtol=0, atol=1e-6)
+        torch.testing.assert_close(plan.sum(1), torch.full((3, 100), 0.01), rtol=0, atol=5e-4)
+        errors.append((100 * plan @ target - exact).abs().mean().item())
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 0.05, errors  # mean |Δ colour| in std units
+
+
+def test_emd_plans_are_pots():
+    source, target = clouds(batch=2, n=30)
+    cost = squared_distances(source.double(), target.double())
+    for plan, problem in zip(emd_plans(cost), cost, strict=True):
+        expected = ot.emd(np.full(30, 1 / 30), np.full(30, 1 / 30), problem.numpy())
+        np.testing.assert_allclose(plan.numpy(), expected, atol=1e-12)
+
+
+def test_emd_transfer_equals_the_official_pot_mapping():
+    """solver=emd with the fixed subsample is the official ST_transf: EMDTransport fitted on the same
+    pixels, every pixel mapped out of sample."""
+    torch.manual_seed(0)
+    image, style = torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24) * 0.5
+    ours = scene_transfer(image, style, TransferSettings(num_samples=200, solver="emd", fixed_subsample=True))
+    positions = np.random.RandomState(FIXED_SEED).randint(0, 24 * 24, 200)
+    pixels = image[0].flatten(1).T.double().numpy()
+    xs, xt = pixels[positions], style[0].flatten(1).T.double().numpy()[positions]
+    official = ot.da.EMDTransport().fit(Xs=xs, Xt=xt).transform(Xs=pixels)
+    mapped = ours[0].flatten(1).T.double().numpy()
+    # a sample drawn twice makes the optimum non-unique (its copies may swap targets): judge the
+    # pixels whose nearest sample was drawn once, where both solvers must agree
+    counts = np.bincount(positions, minlength=24 * 24)
+    nearest = ((pixels[:, None, :] - xs[None]) ** 2).sum(-1).argmin(1)
+    unique = counts[positions[nearest]] == 1
+    assert unique.mean() > 0.5
+    np.testing.assert_allclose(mapped[unique], official[unique], atol=1e-4)
+
+
+@pytest.mark.parametrize("bands", [1, 4, 13])
+def test_transfer_moves_the_band_means_and_covariance_to_the_styles(bands):
+    torch.manual_seed(bands)
+    mixing = 2 * (torch.randn(bands, bands) * 0.3 + torch.eye(bands))  # a style far from the image
+    image = torch.randn(2, bands, 32, 32)
+    style = torch.einsum("ij,bjhw->bihw", mixing, torch.randn(2, bands, 32, 32)) + 2.0
+
+    def moments(x):
+        flat = x.flatten(2)
+        return flat.mean(2), torch.stack([torch.cov(f).reshape(bands, bands) for f in flat])
+
+    moved = scene_transfer(image, style, TransferSettings(num_samples=500, reg=0.01, iterations=300))
+    (m0, c0), (m1, c1), (mt, ct) = moments(image), moments(moved), moments(style)
+    assert ((m1 - mt).norm(dim=1) < 0.25 * (m0 - mt).norm(dim=1)).all()
+    assert ((c1 - ct).flatten(1).norm(dim=1) < 0.5 * (c0 - ct).flatten(1).norm(dim=1)).all()
+    assert moved.shape == image.shape and moved.dtype == image.dtype
+
+
+def test_a_batch_transfers_as_its_images_one_by_one():
+    torch.manual_seed(0)
+    images, styles = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 20, 20) + 1
+    settings = TransferSettings(num_samples=64, fixed_subsample=True)
+    batched = scene_transfer(images, styles, settings)
+    alone = torch.cat([scene_transfer(images[i : i + 1], styles[i : i + 1], settings) for i in range(4)])
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_input_and_settings_are_named():
+    with pytest.raises(DataError, match="one style image per image, with the same bands"):
+        scene_transfer(torch.zeros(2, 3, 8, 8), torch.zeros(2, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"solver 'lp' is unknown; use one of \['sinkhorn', 'emd'\]"):
+        TransferSettings(solver="lp")
+    with pytest.raises(ValueError, match="must all be positive"):
+        TransferSettings(reg=0.0)
