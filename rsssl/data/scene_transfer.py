@@ -38,6 +38,7 @@ SOLVERS = ("sinkhorn", "emd")
 FIXED_SEED = 42  # the official code's RandomState(42)
 ABSORB_ABOVE = 1e3  # scalings beyond this are absorbed into the potentials
 ASSIGN_CHUNK = 1 << 22  # pixel-to-sample distances computed this many at a time
+CPU_CACHE_BYTES = 16 << 20  # kernels (K and its transpose) solved together on a CPU
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class TransferSettings:
     num_samples: int = 1000
     solver: str = "sinkhorn"
     reg: float = 0.05
-    iterations: int = 100
+    iterations: int = 50
     fixed_subsample: bool = False
 
     def __post_init__(self) -> None:
@@ -79,39 +80,69 @@ def squared_distances(x: Tensor, y: Tensor) -> Tensor:
     return (cross + (x * x).sum(-1)[:, :, None]).clamp_min_(0.0)
 
 
-def sinkhorn_plans(cost: Tensor, reg: float, iterations: int) -> Tensor:
-    """B entropic plans with uniform marginals for B x n x m costs; ε = reg x each problem's mean cost.
+def sinkhorn_scalings(cost: Tensor, reg: float, iterations: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(u, K, v) with the entropic plan γ = diag(u) K diag(v), uniform marginals, for B x n x m
+    costs; ε = reg x each problem's mean cost. u: B x 1 x n, v: B x 1 x m.
 
-    Scaling-form Sinkhorn (v = b / Kᵀu, u = a / Kv: two batched mat-vecs an iteration) with the
-    kernel K = exp((f ⊕ g − C) / ε) kept relative to log-domain potentials f, g: a scaling that
-    leaves [1 / `ABSORB_ABOVE`, `ABSORB_ABOVE`] after its update is absorbed at once (f += ε log u,
-    or g += ε log v, and K recomputed), so no product under- or overflows. f, g start as the
-    double c-transform of zero, so K <= 1 with an entry of 1 in every row.
+    Scaling-form Sinkhorn (v = b / Kᵀu, u = a / Kv: two batched vector-matrix products an
+    iteration) with the kernel K = exp((f ⊕ g − C) / ε) kept relative to log-domain potentials
+    f, g: a scaling that leaves [1 / `ABSORB_ABOVE`, `ABSORB_ABOVE`] after its update is absorbed
+    at once (f += ε log u, or g += ε log v, and K recomputed), so nothing under- or overflows.
+    f, g start as the double c-transform of zero, so K <= 1 with an entry of 1 in every row.
     """
     cost = cost if cost.dtype == torch.float64 else cost.float()
     batch, n, m = cost.shape
     tiny = torch.finfo(cost.dtype).tiny
     eps = reg * cost.mean(dim=(1, 2), keepdim=True).clamp_min(tiny)
-    a = torch.full((batch, n, 1), 1.0 / n, dtype=cost.dtype, device=cost.device)
+    a = torch.full((batch, 1, n), 1.0 / n, dtype=cost.dtype, device=cost.device)  # row vectors
     b = torch.full((batch, 1, m), 1.0 / m, dtype=cost.dtype, device=cost.device)
     g = cost.amin(dim=1, keepdim=True)  # B x 1 x m
     f = (cost - g).amin(dim=2, keepdim=True)  # B x n x 1
-    kernel = torch.exp((f + g - cost) / eps)
-    u, v = torch.ones_like(a), torch.ones_like(b)
+    scaled = -cost / eps
+
+    def kernels() -> tuple[Tensor, Tensor]:
+        """K and a contiguous Kᵀ: both products are then row-vector times matrix, the fast layout."""
+        kernel = torch.add(scaled, f / eps).add_(g / eps).exp_()
+        return kernel, kernel.transpose(1, 2).contiguous()
 
     def out_of_range(scaling: Tensor) -> bool:
         return bool(((scaling > ABSORB_ABOVE) | (scaling < 1 / ABSORB_ABOVE)).any())
 
+    kernel, kernel_t = kernels()
+    u, v = torch.ones_like(a), torch.ones_like(b)
     for _ in range(iterations):
-        v = b / (u.transpose(1, 2) @ kernel).clamp_min(tiny)
+        v = b / (u @ kernel).clamp_min(tiny)
         if out_of_range(v):
             g, v = g + eps * v.log(), torch.ones_like(b)
-            kernel = torch.exp((f + g - cost) / eps)
-        u = a / (kernel @ v.transpose(1, 2)).clamp_min(tiny)
+            kernel, kernel_t = kernels()
+        u = a / (v @ kernel_t).clamp_min(tiny)
         if out_of_range(u):
-            f, u = f + eps * u.log(), torch.ones_like(a)
-            kernel = torch.exp((f + g - cost) / eps)
-    return u * kernel * v
+            f, u = f + eps * u.transpose(1, 2).log(), torch.ones_like(a)
+            kernel, kernel_t = kernels()
+    return u, kernel, v
+
+
+def sinkhorn_plans(cost: Tensor, reg: float, iterations: int) -> Tensor:
+    """The B entropic plans diag(u) K diag(v) of `sinkhorn_scalings`, materialised."""
+    u, kernel, v = sinkhorn_scalings(cost, reg, iterations)
+    return u.transpose(1, 2) * kernel * v
+
+
+def sinkhorn_targets(cost: Tensor, target: Tensor, reg: float, iterations: int) -> Tensor:
+    """n γ Y = n diag(u) K (diag(v) Y), the barycentres of the source samples, without forming γ.
+
+    On a GPU every problem is solved at once; on a CPU a few at a time (`CPU_CACHE_BYTES` of
+    kernels), so a problem's kernel stays in cache through its iterations instead of streaming
+    the whole batch's from memory twice an iteration."""
+    per_chunk = len(cost)
+    if cost.device.type == "cpu":
+        per_chunk = max(1, CPU_CACHE_BYTES // (2 * cost[0].numel() * cost.element_size()))
+    mapped = []
+    for start in range(0, len(cost), per_chunk):
+        part = slice(start, start + per_chunk)
+        u, kernel, v = sinkhorn_scalings(cost[part], reg, iterations)
+        mapped.append(cost.shape[1] * u.transpose(1, 2) * (kernel @ (v.transpose(1, 2) * target[part])))
+    return torch.cat(mapped)
 
 
 def emd_plans(cost: Tensor) -> Tensor:
@@ -134,7 +165,9 @@ def map_pixels(images: Tensor, source: Tensor, mapped: Tensor) -> Tensor:
     moved = []
     for start in range(0, batch, per_image):
         part = slice(start, start + per_image)
-        nearest = squared_distances(pixels[part], source[part]).argmin(dim=2)  # b x HW
+        # argmin_i |x - s_i|^2 = argmin_i (|s_i|^2 - 2 x.s_i): |x|^2 never changes the winner
+        scores = torch.bmm(pixels[part], source[part].transpose(1, 2)).mul_(-2.0)
+        nearest = scores.add_((source[part] ** 2).sum(-1)[:, None, :]).argmin(dim=2)  # b x HW
         shift = displacement[part].gather(1, nearest[..., None].expand(-1, -1, channels))
         moved.append(pixels[part] + shift)
     return torch.cat(moved).transpose(1, 2).reshape(batch, channels, height, width)
@@ -155,8 +188,7 @@ def scene_transfer(images: Tensor, styles: Tensor, settings: TransferSettings | 
     target = sample_pixels(styles.float(), settings.num_samples, settings.fixed_subsample)
     cost = squared_distances(source, target)
     if settings.solver == "sinkhorn":
-        plans = sinkhorn_plans(cost, settings.reg, settings.iterations)
-    else:
-        plans = emd_plans(cost)
-    mapped = settings.num_samples * (plans.to(target.dtype) @ target)  # barycentres of the samples
-    return map_pixels(work, source, mapped).to(images.dtype)
+        mapped = sinkhorn_targets(cost, target, settings.reg, settings.iterations)
+    else:  # barycentres of the samples under the exact plans
+        mapped = settings.num_samples * (emd_plans(cost).to(target.dtype) @ target)
+    return map_pixels(work, source, mapped.to(work.dtype)).to(images.dtype)
