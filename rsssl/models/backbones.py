@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from rsssl.data.scene import DataError
+from rsssl.models import spectral  # noqa: F401  (registers rsssl_spectral_transformer with timm)
 
 
 class ConfigError(ValueError):

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from rsssl.cli.pretrain import main
 from rsssl.methods.moco import EMPTY_SLOT
+from tests.helpers.methods import with_small_backbone
 from tests.methods.recorder import RECORDS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -97,7 +98,7 @@ def test_method_trains_through_cli(method, tmp_path, monkeypatch):
     run_cli(
         [
             f"method={method}",
-            *TINY,
+            *with_small_backbone(method, TINY),
             *extra,
             f"runs_dir={tmp_path}",
             f"data.stats_cache_dir={tmp_path / 'cache'}",

@@ -9,21 +9,25 @@ from hydra import compose, initialize_config_dir
 
 from rsssl.cli import CONF_DIR
 from rsssl.cli.pretrain import build_datamodule, build_method
+from tests.helpers.methods import with_small_backbone
 
 METHODS = sorted(p.stem for p in (Path(CONF_DIR) / "method").glob("*.yaml"))
 SMALL = ["backbone=tiny", "data=synthetic", "data.source.size=64", "data.source.num_scenes=1"]
 
 
-def built_method(tmp_path: Path, overrides: list[str]):
+def built_method(tmp_path: Path, method: str, overrides: list[str]):
+    small = with_small_backbone(method, SMALL)
     with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose("pretrain", [*SMALL, f"data.stats_cache_dir={tmp_path}", *overrides])
+        cfg = compose(
+            "pretrain", [*small, f"method={method}", f"data.stats_cache_dir={tmp_path}", *overrides]
+        )
     return build_method(cfg, build_datamodule(cfg.data))
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_rgb_bands_setting_reaches_the_view_maker(method, tmp_path):
     # 5 synthetic bands are unnamed (b1..b5): only the setting makes bands 3, 2, 1 the RGB ones
-    named = built_method(tmp_path, [f"method={method}", "data.num_bands=5", "data.rgb_bands=[b3,b2,b1]"])
+    named = built_method(tmp_path, method, ["data.num_bands=5", "data.rgb_bands=[b3,b2,b1]"])
     assert named.view_maker.rgb.tolist() == [2, 1, 0]
-    unnamed = built_method(tmp_path, [f"method={method}", "data.num_bands=5"])
+    unnamed = built_method(tmp_path, method, ["data.num_bands=5"])
     assert unnamed.view_maker.rgb.tolist() == []

@@ -1,0 +1,105 @@
+"""Masked spectral reconstruction (Zhang & Han, Remote Sens. 2023, pretext task A): no official code.
+
+From `sites_per_image` random s x s sites of each tile, the spectral transformer
+(`rsssl.models.spectral`, `backbone=spectral`) sees a random `1 − mask_ratio` of each site's band
+tokens (the masked ones never enter it); a light decoder (`decoder_depth` transformer layers over
+the encoded visible tokens and a learned mask token at every masked position) predicts the
+masked tokens, and the loss is the squared error on the masked tokens only, on the per-band
+standardised values the datamodule delivers (MAE's recipe along the spectral axis).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rsssl.losses.reconstruction import masked_mse
+from rsssl.methods.base import SSLMethod, StepOutput
+from rsssl.models.backbones import ConfigError
+from rsssl.models.spectral import SpectralTransformer
+
+
+def split_tokens(num_sequences: int, num_tokens: int, mask_ratio: float, device) -> tuple[Tensor, Tensor]:
+    """Per sequence, the indices of its visible and of its masked tokens (a random split)."""
+    visible_count = max(1, round(num_tokens * (1 - mask_ratio)))
+    if visible_count >= num_tokens:
+        raise ConfigError(
+            f"spectral_mae: mask_ratio={mask_ratio} of {num_tokens} band tokens masks none: raise "
+            "method.mask_ratio, or lower backbone.kwargs.band_group to get more tokens"
+        )
+    order = torch.rand(num_sequences, num_tokens, device=device).argsort(dim=1)
+    return order[:, :visible_count], order[:, visible_count:]
+
+
+def take(tokens: Tensor, index: Tensor) -> Tensor:
+    """tokens[n, index[n, k]] for N x T x D tokens and N x t indices."""
+    return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
+
+
+class SpectralMAE(SSLMethod):
+    """Reconstruct masked band tokens of pixel spectra from the visible ones."""
+
+    def __init__(
+        self,
+        mask_ratio: float = 0.75,
+        sites_per_image: int = 64,
+        decoder_dim: int = 32,
+        decoder_depth: int = 1,
+        decoder_heads: int = 4,
+        **base,
+    ) -> None:
+        super().__init__(**base)
+        if not isinstance(self.backbone, SpectralTransformer):
+            raise ConfigError(
+                "spectral_mae reconstructs band tokens: it needs backbone=spectral (the spectral "
+                f"transformer), not {self.backbone_name}"
+            )
+        if not 0.0 < mask_ratio < 1.0:
+            raise ConfigError(f"spectral_mae: mask_ratio={mask_ratio} must lie strictly between 0 and 1")
+        encoder = self.backbone
+        self.mask_ratio, self.sites_per_image = mask_ratio, sites_per_image
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_position = nn.Parameter(torch.zeros(encoder.num_tokens, decoder_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.decoder_position, std=0.02)
+        self.decoder = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                decoder_dim,
+                decoder_heads,
+                2 * decoder_dim,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )  # fmt: skip
+            for _ in range(decoder_depth)
+        )
+        self.predict = nn.Linear(decoder_dim, encoder.token_dim)
+        self.register_buffer("valid", encoder.token_valid(), persistent=False)
+
+    def sample_sites(self, images: Tensor) -> Tensor:
+        """N x T x token_dim band tokens of `sites_per_image` random sites of every image."""
+        tokens, (h, w) = self.backbone.site_tokens(images)
+        sites = torch.randint(0, h * w, (images.shape[0], self.sites_per_image), device=images.device)
+        offsets = torch.arange(images.shape[0], device=images.device)[:, None] * (h * w)
+        return tokens[(sites + offsets).flatten()]
+
+    def reconstruct(self, tokens: Tensor, visible: Tensor, masked: Tensor) -> Tensor:
+        """Predictions of the masked tokens (N x t_masked x token_dim) from the visible ones alone."""
+        encoded = self.backbone.encode_tokens(take(tokens, visible), visible)
+        known = self.decoder_embed(encoded) + self.decoder_position[visible]
+        unknown = self.mask_token + self.decoder_position[masked]
+        sequence = torch.cat([known, unknown], dim=1)
+        for layer in self.decoder:
+            sequence = layer(sequence)
+        return self.predict(sequence[:, visible.shape[1] :])
+
+    def pretext_step(self, batch: dict) -> StepOutput:
+        images = batch["image"]
+        tokens = self.sample_sites(images)
+        visible, masked = split_tokens(len(tokens), tokens.shape[1], self.mask_ratio, images.device)
+        prediction = self.reconstruct(tokens, visible, masked)
+        loss = masked_mse(prediction, take(tokens, masked), self.valid[masked])
+        features = self.backbone(images)
+        return StepOutput(loss=loss, features=features, embeddings=features)
