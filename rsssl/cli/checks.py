@@ -88,12 +88,15 @@ def options(group: str) -> tuple[str, ...]:
 
 @functools.cache
 def _option_yaml(group: str, option: str) -> dict | None:
-    """An option's own YAML, interpolations unresolved; None when it is not in `conf/`."""
+    """An option's YAML, interpolations unresolved, over the options of its own group it builds on
+    (its defaults list, e.g. false_glcnet on glcnet); None when it is not in `conf/`."""
     path = Path(CONF_DIR, group, f"{option}.yaml")
     if not path.is_file():
         return None
     content = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    content.pop("defaults", None)
+    for parent in content.pop("defaults", None) or []:
+        if isinstance(parent, str) and parent != "_self_" and not parent.startswith("/"):
+            content = _union(_option_yaml(group, parent) or {}, content)
     return content
 
 

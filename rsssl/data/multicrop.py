@@ -10,7 +10,9 @@ crop never shares a tensor with a local one, so a teacher can be given the globa
 DINO's asymmetric recipes are the defaults: the first global crop is always blurred, the second
 rarely and sometimes solarized, local crops blurred half the time (`global_blur_p`,
 `global_solarize_p`, `local_blur_p`); the colour jitter and grayscale come from the method's
-`views` recipe.
+`views` recipe. `num_spectral` adds crops of the global size and scale that also get a spectral
+view (`rsssl.data.spectral_views`: Zhang & Han's "novel spectral views"); they are student crops,
+so they come after the global ones in the global-size group, which stays one batched forward.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from rsssl.data.scene import DataError
+from rsssl.data.spectral_views import SpectralRecipe, SpectralViewMaker
 from rsssl.data.views import ViewMaker, ViewRecipe
 
 
@@ -32,6 +35,7 @@ class MultiCropRecipe:
 
     num_global: int = 2
     num_local: int = 6
+    num_spectral: int = 0
     global_size: int | None = None
     local_size: int = 32
     global_scale: tuple[float, float] = (0.4, 1.0)
@@ -45,10 +49,10 @@ class MultiCropRecipe:
         self.local_scale = tuple(float(v) for v in self.local_scale)
         self.global_blur_p = tuple(float(p) for p in self.global_blur_p)
         self.global_solarize_p = tuple(float(p) for p in self.global_solarize_p)
-        if self.num_global < 1 or self.num_local < 0:
+        if self.num_global < 1 or self.num_local < 0 or self.num_spectral < 0:
             raise ValueError(
-                f"multicrop: num_global={self.num_global}, num_local={self.num_local}: at least one "
-                "global crop (the teacher's input) and no negative count of local crops"
+                f"multicrop: num_global={self.num_global}, num_local={self.num_local}, num_spectral="
+                f"{self.num_spectral}: at least one global crop (the teacher's input), no negative counts"
             )
         for name in ("global_blur_p", "global_solarize_p"):
             given = len(getattr(self, name))
@@ -60,17 +64,21 @@ class MultiCropRecipe:
 
 
 class MultiCrop(NamedTuple):
-    """The crops of a batch of B images: `globals_` (G*B x C x Sg x Sg) and `locals_`
-    (L*B x C x Sl x Sl, None without local crops), both view-major."""
+    """The crops of a batch of B images, view-major: `globals_` (G*B x C x Sg x Sg), `spectral_`
+    (S*B, the global size, None without spectral crops) and `locals_` (L*B x C x Sl x Sl, None
+    without local crops)."""
 
     globals_: Tensor
     locals_: Tensor | None
     num_global: int
     num_local: int
+    spectral_: Tensor | None = None
 
     def groups(self) -> list[Tensor]:
-        """The crop tensors by size, globals first: one batched forward each."""
-        return [self.globals_] + ([self.locals_] if self.locals_ is not None else [])
+        """The student's crop tensors by size, the teacher's global crops first: one batched
+        forward each (spectral crops share the global crops' size, so their forward)."""
+        first = self.globals_ if self.spectral_ is None else torch.cat([self.globals_, self.spectral_])
+        return [first] + ([self.locals_] if self.locals_ is not None else [])
 
 
 class MultiCropViewMaker(torch.nn.Module):
@@ -82,9 +90,13 @@ class MultiCropViewMaker(torch.nn.Module):
         colour: ViewRecipe,
         bands: Sequence[str],
         rgb_bands: Sequence[str] | None = None,
+        spectral: SpectralRecipe | None = None,
     ) -> None:
         super().__init__()
         self.recipe = recipe
+        if recipe.num_spectral and spectral is None:
+            raise ValueError(f"multicrop: num_spectral={recipe.num_spectral} needs a spectral view recipe")
+        self.spectral = SpectralViewMaker(spectral, len(bands)) if recipe.num_spectral else None
         crop = replace(colour, crop_scale=recipe.global_scale, crop_size=recipe.global_size)
         self.global_makers = torch.nn.ModuleList(
             ViewMaker(replace(crop, blur_p=blur, solarize_p=solarize), bands, rgb_bands)
@@ -110,4 +122,7 @@ class MultiCropViewMaker(torch.nn.Module):
             )
         globals_ = torch.cat([maker(x) for maker in self.global_makers])
         locals_ = self.local_maker(x.repeat(r.num_local, 1, 1, 1)) if r.num_local else None
-        return MultiCrop(globals_, locals_, r.num_global, r.num_local)
+        spectral = None
+        if self.spectral is not None:  # the first global recipe's crops, then a spectral view each
+            spectral = self.spectral(self.global_makers[0](x.repeat(r.num_spectral, 1, 1, 1)))
+        return MultiCrop(globals_, locals_, r.num_global, r.num_local, spectral)

@@ -6,7 +6,9 @@ No official code was released; this follows the DINO recipe LaST builds on
 - a student (backbone + `DINOHead`) and a teacher, its EMA (momentum `ema.base` -> `ema.final`
   by a cosine over the optimiser steps, the base's schedule), no negatives;
 - multi-crop views (`rsssl.data.multicrop`): the teacher sees the global crops only, the student
-  every crop, one batched forward per crop size;
+  every crop, one batched forward per crop size; with `multicrop.num_spectral` and a `spectral`
+  view recipe the student also gets global-size crops with a spectral view (Zhang & Han's
+  multi-view identification task: `method=last` with spectral views);
 - the self-distillation loss (`rsssl.losses.self_distillation`) with a running centre of the
   teacher's outputs (momentum `center_momentum`, averaged over processes under DDP), student
   temperature `student_temperature` and a teacher temperature warmed up linearly from
@@ -27,6 +29,7 @@ import torch
 from torch import Tensor
 
 from rsssl.data.multicrop import MultiCrop, MultiCropRecipe, MultiCropViewMaker
+from rsssl.data.spectral_views import SpectralRecipe
 from rsssl.losses.self_distillation import self_distillation_loss, teacher_entropy, updated_center
 from rsssl.methods.base import SSLMethod, StepOutput, freeze
 from rsssl.models.heads import DINOHead
@@ -57,11 +60,16 @@ class LaST(SSLMethod):
         center_momentum: float = 0.9,
         freeze_last_layer_epochs: int = 1,
         multicrop: dict | None = None,
+        spectral: dict | None = None,
         **base,
     ) -> None:
         super().__init__(**base)
         self.multicrop = MultiCropViewMaker(
-            MultiCropRecipe(**(multicrop or {})), self.view_maker.recipe, self.bands, base.get("rgb_bands")
+            MultiCropRecipe(**(multicrop or {})),
+            self.view_maker.recipe,
+            self.bands,
+            base.get("rgb_bands"),
+            SpectralRecipe(**spectral) if spectral else None,
         )
         self.head = DINOHead(
             self.num_features, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer

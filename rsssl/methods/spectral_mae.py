@@ -36,27 +36,36 @@ def take(tokens: Tensor, index: Tensor) -> Tensor:
     return tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[-1]))
 
 
-class SpectralMAE(SSLMethod):
-    """Reconstruct masked band tokens of pixel spectra from the visible ones."""
+def spectral_encoder(method: SSLMethod, name: str) -> SpectralTransformer:
+    """The method's backbone, which must be the spectral transformer (its band tokens are the task)."""
+    if not isinstance(method.backbone, SpectralTransformer):
+        raise ConfigError(
+            f"{name} reconstructs band tokens: it needs backbone=spectral (the spectral transformer), "
+            f"not {method.backbone_name}"
+        )
+    return method.backbone
+
+
+class SpectralReconstruction(nn.Module):
+    """The masked-reconstruction task on a spectral transformer: site sampling, the token split,
+    the light decoder and the loss (what `SpectralMAE` trains, and `SpectralSpatial` beside
+    self-distillation). The encoder is the method's backbone, passed to every call: its weights
+    belong to the method, the decoder's to this module."""
 
     def __init__(
         self,
+        encoder: SpectralTransformer,
         mask_ratio: float = 0.75,
         sites_per_image: int = 64,
         decoder_dim: int = 32,
         decoder_depth: int = 1,
         decoder_heads: int = 4,
-        **base,
     ) -> None:
-        super().__init__(**base)
-        if not isinstance(self.backbone, SpectralTransformer):
-            raise ConfigError(
-                "spectral_mae reconstructs band tokens: it needs backbone=spectral (the spectral "
-                f"transformer), not {self.backbone_name}"
-            )
+        super().__init__()
         if not 0.0 < mask_ratio < 1.0:
-            raise ConfigError(f"spectral_mae: mask_ratio={mask_ratio} must lie strictly between 0 and 1")
-        encoder = self.backbone
+            raise ConfigError(
+                f"spectral reconstruction: mask_ratio={mask_ratio} must lie strictly between 0 and 1"
+            )
         self.mask_ratio, self.sites_per_image = mask_ratio, sites_per_image
         self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
@@ -78,16 +87,18 @@ class SpectralMAE(SSLMethod):
         self.predict = nn.Linear(decoder_dim, encoder.token_dim)
         self.register_buffer("valid", encoder.token_valid(), persistent=False)
 
-    def sample_sites(self, images: Tensor) -> Tensor:
+    def sample_sites(self, encoder: SpectralTransformer, images: Tensor) -> Tensor:
         """N x T x token_dim band tokens of `sites_per_image` random sites of every image."""
-        tokens, (h, w) = self.backbone.site_tokens(images)
+        tokens, (h, w) = encoder.site_tokens(images)
         sites = torch.randint(0, h * w, (images.shape[0], self.sites_per_image), device=images.device)
         offsets = torch.arange(images.shape[0], device=images.device)[:, None] * (h * w)
         return tokens[(sites + offsets).flatten()]
 
-    def reconstruct(self, tokens: Tensor, visible: Tensor, masked: Tensor) -> Tensor:
+    def reconstruct(
+        self, encoder: SpectralTransformer, tokens: Tensor, visible: Tensor, masked: Tensor
+    ) -> Tensor:
         """Predictions of the masked tokens (N x t_masked x token_dim) from the visible ones alone."""
-        encoded = self.backbone.encode_tokens(take(tokens, visible), visible)
+        encoded = encoder.encode_tokens(take(tokens, visible), visible)
         known = self.decoder_embed(encoded) + self.decoder_position[visible]
         unknown = self.mask_token + self.decoder_position[masked]
         sequence = torch.cat([known, unknown], dim=1)
@@ -95,11 +106,34 @@ class SpectralMAE(SSLMethod):
             sequence = layer(sequence)
         return self.predict(sequence[:, visible.shape[1] :])
 
+    def forward(self, encoder: SpectralTransformer, images: Tensor) -> Tensor:
+        """The reconstruction loss of one batch: masked real bands only."""
+        tokens = self.sample_sites(encoder, images)
+        visible, masked = split_tokens(len(tokens), tokens.shape[1], self.mask_ratio, images.device)
+        prediction = self.reconstruct(encoder, tokens, visible, masked)
+        return masked_mse(prediction, take(tokens, masked), self.valid[masked])
+
+
+class SpectralMAE(SSLMethod):
+    """Reconstruct masked band tokens of pixel spectra from the visible ones."""
+
+    def __init__(
+        self,
+        mask_ratio: float = 0.75,
+        sites_per_image: int = 64,
+        decoder_dim: int = 32,
+        decoder_depth: int = 1,
+        decoder_heads: int = 4,
+        **base,
+    ) -> None:
+        super().__init__(**base)
+        self.reconstruction = SpectralReconstruction(
+            spectral_encoder(self, "spectral_mae"), mask_ratio, sites_per_image, decoder_dim, decoder_depth,
+            decoder_heads,
+        )  # fmt: skip
+
     def pretext_step(self, batch: dict) -> StepOutput:
         images = batch["image"]
-        tokens = self.sample_sites(images)
-        visible, masked = split_tokens(len(tokens), tokens.shape[1], self.mask_ratio, images.device)
-        prediction = self.reconstruct(tokens, visible, masked)
-        loss = masked_mse(prediction, take(tokens, masked), self.valid[masked])
+        loss = self.reconstruction(self.backbone, images)
         features = self.backbone(images)
         return StepOutput(loss=loss, features=features, embeddings=features)

@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from rsssl.cli.checks import command_line_problems, options
+from rsssl.cli.checks import command_line_problems, options, own_settings
 from rsssl.cli.pretrain import main
 
 TINY = [
@@ -221,3 +221,12 @@ def test_valid_configs_pass_the_checks(overrides, tmp_path, monkeypatch, capsys)
 def test_every_shipped_config_passes_the_key_checks(data, method):
     problems = command_line_problems("pretrain", [f"data={data}", f"method={method}", "+eval=suite"])
     assert not [p for p in problems if "unknown key" in p or "valid setting" in p]
+
+
+def test_an_option_built_on_another_accepts_the_inherited_keys_and_refuses_typos():
+    """spectral_spatial builds on last.yaml (its defaults list): last's multicrop keys are its too."""
+    settings = own_settings("method", "spectral_spatial")
+    assert {"num_global", "num_local", "num_spectral"} <= set(settings["multicrop"])
+    assert settings["name"] == "spectral_spatial" and settings["out_dim"] == 65536  # own, then inherited
+    problems = command_line_problems("pretrain", ["method=spectral_spatial", "method.multicrop.num_globl=3"])
+    assert any("did you mean method.multicrop.num_global" in p for p in problems), problems

@@ -13,14 +13,13 @@ def tiny_method(cls: type[SSLMethod], **settings) -> SSLMethod:
 
 
 #: methods that need a particular backbone kind, with the overrides of a small one of it
-SMALL_BACKBONES = {
-    "spectral_mae": [
-        "backbone=spectral",
-        "backbone.kwargs.embed_dim=16",
-        "backbone.kwargs.depth=1",
-        "backbone.kwargs.num_heads=2",
-    ],
-}
+SMALL_SPECTRAL = [
+    "backbone=spectral",
+    "backbone.kwargs.embed_dim=16",
+    "backbone.kwargs.depth=1",
+    "backbone.kwargs.num_heads=2",
+]
+SMALL_BACKBONES = {"spectral_mae": SMALL_SPECTRAL, "spectral_spatial": SMALL_SPECTRAL}
 
 
 def with_small_backbone(method: str, overrides: list[str]) -> list[str]:

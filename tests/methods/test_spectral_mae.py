@@ -48,7 +48,7 @@ def test_masked_tokens_never_reach_the_encoder():
     seen = []
     method.backbone.embed.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
     visible, masked = split_tokens(20, 8, 0.75, "cpu")
-    method.reconstruct(tokens, visible, masked)
+    method.reconstruction.reconstruct(method.backbone, tokens, visible, masked)
     (encoder_input,) = seen
     assert encoder_input.shape == (20, 2, 1)
     for row, keep, hidden in zip(encoder_input, visible, masked, strict=True):
@@ -61,15 +61,15 @@ def test_the_loss_counts_masked_real_bands_only(monkeypatch):
     batch = {"image": torch.randn(2, 5, 4, 4)}
     captured = {}
 
-    def perfect(tokens, visible, masked):
+    def perfect(encoder, tokens, visible, masked):
         captured["masked"] = masked
         target = take(tokens, masked)
-        padding = ~method.valid[masked]
+        padding = ~method.reconstruction.valid[masked]
         return target + 7.0 * padding  # exact on real bands, anything on the padding
 
-    monkeypatch.setattr(method, "reconstruct", perfect)
+    monkeypatch.setattr(method.reconstruction, "reconstruct", perfect)
     assert method.pretext_step(batch).loss.item() == 0.0
-    monkeypatch.setattr(method, "reconstruct", lambda t, v, m: take(t, m) + 1.0)
+    monkeypatch.setattr(method.reconstruction, "reconstruct", lambda e, t, v, m: take(t, m) + 1.0)
     assert method.pretext_step(batch).loss.item() == pytest.approx(1.0)
 
 
