@@ -20,7 +20,7 @@ def _jobs(experiment: str, *overrides: str) -> list[list[str]]:
 
 def test_synthetic_benchmark_runs_every_method_with_three_pretraining_seeds():
     jobs = {tuple(sorted(job)) for job in _jobs("synthetic_benchmark")}
-    methods = ("moco", "saumoco", "simclr", "random_init")
+    methods = ("moco", "saumoco", "simclr", "sticl", "last", "random_init")
     assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
 
 
