@@ -1,6 +1,6 @@
 """Masked spectral reconstruction (Zhang & Han, Remote Sens. 2023, pretext task A): no official code.
 
-From `sites_per_image` random s x s sites of each tile, the spectral transformer
+From `reconstruction.sites_per_image` random s x s sites of each tile, the spectral transformer
 (`rsssl.models.spectral`, `backbone=spectral`) sees a random `1 − mask_ratio` of each site's band
 tokens (the masked ones never enter it); a light decoder (`decoder_depth` transformer layers over
 the encoded visible tokens and a learned mask token at every masked position) predicts the
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from rsssl.losses.reconstruction import masked_mse
 from rsssl.methods.base import SSLMethod, StepOutput
 from rsssl.models.backbones import ConfigError
-from rsssl.models.spectral import SpectralTransformer
+from rsssl.models.spectral import SpectralTransformer, transformer_layers
 
 
 def split_tokens(num_sequences: int, num_tokens: int, mask_ratio: float, device) -> tuple[Tensor, Tensor]:
@@ -72,18 +72,7 @@ class SpectralReconstruction(nn.Module):
         self.decoder_position = nn.Parameter(torch.zeros(encoder.num_tokens, decoder_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         nn.init.trunc_normal_(self.decoder_position, std=0.02)
-        self.decoder = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                decoder_dim,
-                decoder_heads,
-                2 * decoder_dim,
-                dropout=0.0,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )  # fmt: skip
-            for _ in range(decoder_depth)
-        )
+        self.decoder = transformer_layers(decoder_dim, decoder_heads, 2 * decoder_dim, decoder_depth)
         self.predict = nn.Linear(decoder_dim, encoder.token_dim)
         self.register_buffer("valid", encoder.token_valid(), persistent=False)
 
@@ -115,22 +104,13 @@ class SpectralReconstruction(nn.Module):
 
 
 class SpectralMAE(SSLMethod):
-    """Reconstruct masked band tokens of pixel spectra from the visible ones."""
+    """Reconstruct masked band tokens of pixel spectra from the visible ones (settings of the task
+    under `reconstruction`: `SpectralReconstruction`'s)."""
 
-    def __init__(
-        self,
-        mask_ratio: float = 0.75,
-        sites_per_image: int = 64,
-        decoder_dim: int = 32,
-        decoder_depth: int = 1,
-        decoder_heads: int = 4,
-        **base,
-    ) -> None:
+    def __init__(self, reconstruction: dict | None = None, **base) -> None:
         super().__init__(**base)
-        self.reconstruction = SpectralReconstruction(
-            spectral_encoder(self, "spectral_mae"), mask_ratio, sites_per_image, decoder_dim, decoder_depth,
-            decoder_heads,
-        )  # fmt: skip
+        encoder = spectral_encoder(self, "spectral_mae")
+        self.reconstruction = SpectralReconstruction(encoder, **(reconstruction or {}))
 
     def pretext_step(self, batch: dict) -> StepOutput:
         images = batch["image"]

@@ -23,6 +23,16 @@ from timm.models import register_model
 from torch import Tensor, nn
 
 
+def transformer_layers(dim: int, heads: int, mlp_dim: int, depth: int) -> nn.ModuleList:
+    """`depth` pre-norm transformer layers (GELU MLP, no dropout), batch first."""
+    return nn.ModuleList(
+        nn.TransformerEncoderLayer(
+            dim, heads, mlp_dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        for _ in range(depth)
+    )
+
+
 class SpectralTransformer(nn.Module):
     """Band-token transformer applied at every s x s site of an image."""
 
@@ -52,18 +62,7 @@ class SpectralTransformer(nn.Module):
         self.embed = nn.Linear(self.token_dim, embed_dim)
         self.position = nn.Parameter(torch.zeros(1, self.num_tokens, embed_dim))
         nn.init.trunc_normal_(self.position, std=0.02)
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                embed_dim,
-                num_heads,
-                int(embed_dim * mlp_ratio),
-                dropout=0.0,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )  # fmt: skip
-            for _ in range(depth)
-        )
+        self.blocks = transformer_layers(embed_dim, num_heads, int(embed_dim * mlp_ratio), depth)
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
         self.feature_info = [

@@ -28,7 +28,9 @@ def spectral_mae(bands: int = 5, band_group: int = 2, pixel_patch: int = 1, **se
     torch.manual_seed(0)
     backbone = {"name": "rsssl_spectral_transformer", "band_group": band_group, "pixel_patch": pixel_patch,
                 "embed_dim": 16, "depth": 1, "num_heads": 2}  # fmt: skip
-    return SpectralMAE(backbone=backbone, in_chans=bands, bands=[f"b{i}" for i in range(bands)], **settings)
+    return SpectralMAE(
+        backbone=backbone, in_chans=bands, bands=[f"b{i}" for i in range(bands)], reconstruction=settings
+    )
 
 
 def test_site_tokens_by_hand():
