@@ -40,6 +40,7 @@ from omegaconf.errors import OmegaConfBaseException
 from rsssl.cli import CONF_DIR
 from rsssl.data.views import ViewRecipe
 from rsssl.eval.finetune import run_finetune
+from rsssl.eval.pixel import run_pixel
 from rsssl.eval.segmentation import run_segmentation
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import WEIGHTS_NAME
@@ -72,6 +73,7 @@ READ_BY_CODE: dict[str, frozenset[str]] = {
     "eval.classification.finetune": _keywords_with_defaults(run_finetune) - {"device", "encoder_lr_factor"},
     "eval.classification.supervised": _keywords_with_defaults(run_finetune) - {"device"},
     "eval.segmentation": _keywords_with_defaults(run_segmentation) - {"device", "encoder_lr_factor"},
+    "eval.pixel": _keywords_with_defaults(run_pixel) - {"device"},
     "eval.segmentation.supervised": _keywords_with_defaults(run_segmentation)
     - {"device", "modes", "fractions", "seeds", "pretrained_decoder"},
 }

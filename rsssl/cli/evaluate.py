@@ -55,6 +55,7 @@ def make_suite(cfg: DictConfig) -> Suite:
         results=cfg.results,
         classification=settings.get("classification", {}),
         segmentation=settings.get("segmentation", {}),
+        pixel=settings.get("pixel", {}),
         device=resolve_device(cfg.device),
         cache_dir=cfg.get("features_cache_dir"),
         log=log.info,  # into the run's log file too when rsssl-pretrain evaluates

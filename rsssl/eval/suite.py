@@ -48,6 +48,7 @@ from rsssl.eval.image_stats import image_statistics_features
 from rsssl.eval.knn import knn_predict
 from rsssl.eval.linear import fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
+from rsssl.eval.pixel import PIXEL_CLASSIFICATION_METRICS, PIXEL_PROTOCOLS, REGRESSION_METRICS, run_pixel
 from rsssl.eval.segmentation import MODES, PRETRAINED_SUFFIX, run_segmentation, segmentation_protocol
 from rsssl.models.export import PretrainedDecoder, backbone_like, file_sha256, load_decoder, load_encoder
 from rsssl.results.store import ResultRow, append_rows, read_rows, relative_run_id
@@ -196,13 +197,17 @@ def expected_metrics(protocol: str, dataset: EvalDataset) -> frozenset[str]:
     """The metric rows a finished unit of `protocol` on `dataset` has."""
     if protocol.startswith("segmentation_"):
         names = (*SEGMENTATION_METRICS, *(f"iou_{c}" for c in dataset.class_names))
+    elif protocol in PIXEL_PROTOCOLS:
+        names = PIXEL_CLASSIFICATION_METRICS if protocol == "pixel_linear" else REGRESSION_METRICS
     else:
         names = FINETUNE_METRICS if protocol == "finetune" else CLASSIFICATION_METRICS
     return frozenset((*names, "train_count"))
 
 
 def headline_metric(protocol: str) -> str:
-    """The one metric a finished unit of `protocol` is announced with: mIoU or overall accuracy."""
+    """The one metric a finished unit of `protocol` is announced with: mIoU, R² or overall accuracy."""
+    if protocol.endswith("_ridge"):
+        return "r2"
     return "miou" if protocol.startswith("segmentation_") else "oa"
 
 
@@ -241,6 +246,7 @@ class Suite:
     results: Path
     classification: dict = field(default_factory=dict)
     segmentation: dict = field(default_factory=dict)
+    pixel: dict = field(default_factory=dict)
     device: str = "cpu"
     cache_dir: str | None = None
     log: Callable[[str], None] = print
@@ -279,6 +285,8 @@ class Suite:
         skip = (*LOOP_SETTINGS, *RECIPE_SETTINGS, SUPERVISED)
         if protocol == "finetune":
             return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=skip)
+        if protocol in PIXEL_PROTOCOLS:
+            return settings_with_defaults(run_pixel, self.pixel, skip=(*skip, "protocols"))
         if protocol.startswith("segmentation_"):
             if protocol.endswith(PRETRAINED_SUFFIX):
                 skip = (*skip, *SCRATCH_DECODER_SETTINGS)
@@ -475,6 +483,33 @@ class Suite:
                     )
                     self.write(candidate, dataset, protocol, label, seed, protocol_metrics(rows))
 
+    # ---- pixel-level protocols (on the segmentation sets) -----------------------------------
+    def run_pixel(self, candidate: Candidate, dataset: EvalDataset) -> None:
+        """`eval.pixel.protocols` on a segmentation set, for a frozen encoder (random init included;
+        image statistics have no pixels, the supervised reference is a trained protocol)."""
+        cfg = self.pixel
+        protocols = list(cfg.get("protocols", ()))
+        if not protocols or candidate.factory is None or candidate.from_scratch:
+            return
+        fractions = [float(f) for f in cfg.get("fractions", (0.01, 0.1, 1.0))]
+        seeds = [int(s) for s in cfg.get("seeds", (0, 1, 2))]
+        units = [
+            (p, f, s) for p in protocols for f in fractions for s in seeds
+            if not self.done(candidate, dataset, p, format_budget(f), s)
+        ]  # fmt: skip
+        if not units:
+            return
+        settings = self.protocol_settings(protocols[0])
+        rows = run_pixel(
+            candidate.factory, candidate.meta, dataset,
+            protocols=sorted({u[0] for u in units}), fractions=sorted({u[1] for u in units}),
+            seeds=sorted({u[2] for u in units}), device=self.device, **settings,
+        )  # fmt: skip
+        for protocol, fraction, seed in units:
+            label = format_budget(fraction)
+            mine = [r for r in rows if (r["protocol"], r["budget"], r["seed"]) == (protocol, label, seed)]
+            self.write(candidate, dataset, protocol, label, seed, protocol_metrics(mine))
+
     # ---- everything -----------------------------------------------------------------------
     def evaluate(self, candidates: list[Candidate], datasets: list[EvalDataset]) -> dict[str, float]:
         """Run every candidate on every set; returns seconds spent per candidate."""
@@ -495,6 +530,7 @@ class Suite:
                     self.run_classification(candidate, dataset)
                 else:
                     self.run_segmentation(candidate, dataset)
+                    self.run_pixel(candidate, dataset)
             seconds[candidate.run_id] = time.perf_counter() - start
         return seconds
 

@@ -39,6 +39,9 @@ PROTOCOLS = (
     "segmentation_finetune",
     "segmentation_frozen_pretrained_decoder",
     "segmentation_finetune_pretrained_decoder",
+    "pixel_linear",
+    "pixel_ridge",
+    "tile_ridge",
     "online_linear",
 )
 # Online-probe numbers come from pretraining and are never shown beside offline ones.
