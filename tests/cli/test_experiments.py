@@ -39,7 +39,7 @@ def test_segmentation_benchmark_compares_glcnet_and_false_with_image_level_contr
     seg = cfg.eval.segmentation
     assert list(seg.fractions) == [0.01, 0.1, 1.0] and list(seg.modes) == ["frozen", "finetune"]
     assert seg.pretrained_decoder and seg.decoder == "fpn" and cfg.eval.tasks == ["segmentation"]
-    assert cfg.eval.extra_sets.treecrowns.name == "treecrowns" and cfg.data.num_bands == 3
+    assert not cfg.eval.extra_sets and cfg.data.num_bands == 3  # no set in other pixel units (uint8 RGB)
     assert (
         cfg.method._target_ == "rsssl.methods.glcnet.GLCNet" and cfg.method.false_negatives.threshold == 0.9
     )
