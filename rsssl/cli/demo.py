@@ -3,7 +3,7 @@
 One Hydra multirun of the real `rsssl-pretrain` pretrains MoCo v2 and SimCLR briefly on 3-band
 synthetic scenes, beside the random-init baseline (same views, same online probe). Each run
 evaluates its encoder with the trimmed suite (`eval=demo`: synthetic classification and
-segmentation, and the real NEON tree-crown segmentation set), and the sweep ends with the
+segmentation), and the sweep ends with the
 leaderboard. The demo prints the online-probe table and the leaderboard's offline tables.
 """
 

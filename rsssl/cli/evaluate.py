@@ -56,6 +56,7 @@ def make_suite(cfg: DictConfig) -> Suite:
         classification=settings.get("classification", {}),
         segmentation=settings.get("segmentation", {}),
         pixel=settings.get("pixel", {}),
+        allow_other_units=bool(settings.get("allow_other_units", False)),
         device=resolve_device(cfg.device),
         cache_dir=cfg.get("features_cache_dir"),
         log=log.info,  # into the run's log file too when rsssl-pretrain evaluates

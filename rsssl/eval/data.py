@@ -123,9 +123,13 @@ class EvalDataset:
         return self.take_bands(positions)
 
 
-def conform_to_encoder(dataset: EvalDataset, meta: dict, log: Callable[[str], None]) -> EvalDataset:
+def conform_to_encoder(
+    dataset: EvalDataset, meta: dict, log: Callable[[str], None], allow_other_units: bool = False
+) -> EvalDataset:
     """The set as an encoder (`encoder.json` meta) must see it: its bands checked by name and put
-    in the encoder's order, and a warning (to `log`) when the pixels are in other units."""
+    in the encoder's order. Pixels in other units than the encoder's pretraining data are refused
+    (the encoder's normalisation would flatten or blow them up, so no number would mean anything),
+    or, with `allow_other_units`, only warned about (to `log`)."""
     where = f"evaluation set {dataset.name!r}"
     match = match_encoder_bands(meta, dataset.bands, where)
     if match.note:
@@ -134,6 +138,11 @@ def conform_to_encoder(dataset: EvalDataset, meta: dict, log: Callable[[str], No
         dataset = dataset.take_bands(match.order)
     means = dataset.train.images.mean(axis=(0, 2, 3), dtype=np.float64)
     warning = pixel_scale_warning(meta, dataset.train.images.dtype, means.tolist(), where)
+    if warning and not allow_other_units:
+        raise DataError(
+            warning.removeprefix("warning: ")
+            + ". Nothing was measured on it; eval.allow_other_units=true measures it anyway, warned"
+        )
     if warning:
         log(warning)
     return dataset

@@ -247,6 +247,7 @@ class Suite:
     classification: dict = field(default_factory=dict)
     segmentation: dict = field(default_factory=dict)
     pixel: dict = field(default_factory=dict)
+    allow_other_units: bool = False  # measure sets whose pixels are in other units than the encoder's
     device: str = "cpu"
     cache_dir: str | None = None
     log: Callable[[str], None] = print
@@ -520,7 +521,9 @@ class Suite:
             for candidate in candidates:
                 key = (id(candidate.meta), id(dataset))
                 if key not in seen_as:  # baselines share their encoder's meta: checked and said once
-                    seen_as[key] = conform_to_encoder(dataset, candidate.meta, self.log)
+                    seen_as[key] = conform_to_encoder(
+                        dataset, candidate.meta, self.log, self.allow_other_units
+                    )
         for candidate in candidates:
             start = time.perf_counter()
             for given in datasets:

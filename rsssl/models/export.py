@@ -305,9 +305,7 @@ def pixel_scale_warning(
     `SCALE_FACTOR` either way means other units (uint8 vs reflectance x 10000, ...)."""
     problems = []
     if meta.get("dtype") and np.dtype(meta["dtype"]) != np.dtype(dtype):
-        problems.append(
-            f"{where} has {np.dtype(dtype)} pixels, the encoder was pretrained on {meta['dtype']}"
-        )
+        problems.append(f"it has {np.dtype(dtype)} pixels, the encoder was pretrained on {meta['dtype']}")
     ratios = [m / e for m, e in zip(band_means, meta["mean"], strict=True) if e > 0]
     ratio = float(np.median(ratios)) if ratios else 1.0
     if not 1 / SCALE_FACTOR <= ratio <= SCALE_FACTOR:
@@ -318,9 +316,9 @@ def pixel_scale_warning(
     if not problems:
         return None
     return (
-        f"warning: pixel scale: {'; '.join(problems)}. The encoder normalises with its pretraining "
-        "statistics, so its features on pixels in other units mean little: evaluate on data in the same "
-        "units (product level, bit depth, scaling), or rescale the data first"
+        f"warning: pixel scale of {where}: {'; '.join(problems)}. The encoder normalises with its "
+        "pretraining statistics, so its features on pixels in other units mean little: evaluate on data in "
+        "the same units (product level, bit depth, scaling), or rescale the data first"
     )
 
 

@@ -103,14 +103,21 @@ def test_generic_names_are_warned_once(ordered, tmp_path):
 
 
 def test_pixel_scale_is_checked_against_the_encoder(ordered, tmp_path):
-    # a uint16 encoder (red mean 748) on uint8 pixels of value 100: warned, with both numbers
+    # a uint16 encoder (red mean 748) on uint8 pixels of value 100: refused, or warned when allowed,
+    # with both numbers
     meta = {"bands": ["red"], "mean": [748.0], "std": [300.0], "dtype": "uint16", "in_chans": 1}
     split = EvalSplit(np.full((4, 1, 8, 8), 100, dtype=np.uint8), np.array([0, 1, 0, 1]))
     data = EvalDataset("neon", "classification", ("red",), ("a", "b"), split, split)
     said: list[str] = []
-    conform_to_encoder(data, meta, said.append)
+    with pytest.raises(
+        DataError,
+        match=r"pixel scale of evaluation set 'neon': it has uint8 pixels, .* eval.allow_other_units=true",
+    ):
+        conform_to_encoder(data, meta, said.append)
+    assert said == []
+    conform_to_encoder(data, meta, said.append, allow_other_units=True)
     (line,) = said
-    assert "'neon' has uint8 pixels, the encoder was pretrained on uint16" in line
+    assert "of evaluation set 'neon': it has uint8 pixels, the encoder was pretrained on uint16" in line
     assert "0.13 times" in line and "red mean 100 here, 748 in pretraining" in line
     said.clear()
     means = ordered.train.images.mean(axis=(0, 2, 3)).tolist()
@@ -161,3 +168,22 @@ def test_data_bands_reaches_the_npz_segmentation_set(tmp_path):
     chosen = eval_set_from_config("segmentation", [*base, "data.bands=[b3,b1]"])
     assert full.bands == ("b1", "b2", "b3") and chosen.bands == ("b3", "b1")
     np.testing.assert_array_equal(chosen.train.images, full.train.images[:, [2, 0]])
+
+
+def test_the_suite_refuses_a_set_in_other_units_before_measuring_anything(tmp_path):
+    encoder = create_backbone("test_resnet", 1)
+    save_encoder(encoder, tmp_path / "enc", {"timm_name": "test_resnet", "in_chans": 1, "bands": ["red"],
+                 "mean": [748.0], "std": [300.0], "dtype": "uint16", "method": "moco"})  # fmt: skip
+    split = EvalSplit(
+        np.random.default_rng(0).integers(0, 255, (8, 1, 8, 8)).astype(np.uint8), np.arange(8) % 2
+    )
+    data = EvalDataset("neon", "classification", ("red",), ("a", "b"), split, split)
+    knn = {"protocols": ["knn"], "budgets": [1], "seeds": [0], "knn_k": 1}
+    candidate = encoder_candidate(tmp_path / "enc", tmp_path)
+    with pytest.raises(DataError, match="uint8 pixels"):
+        Suite(tmp_path / "results.csv", classification=knn, log=lambda _: None).evaluate([candidate], [data])
+    assert read_rows(tmp_path / "results.csv") == []
+    Suite(tmp_path / "results.csv", classification=knn, log=lambda _: None, allow_other_units=True).evaluate(
+        [candidate], [data]
+    )
+    assert {r.protocol for r in read_rows(tmp_path / "results.csv")} == {"knn"}

@@ -27,14 +27,15 @@ QUICK_CLASSIFICATION = [
 ]
 
 
-def export_tiny(folder: Path, bands: int = 3) -> Path:
+def export_tiny(folder: Path, bands: int = 3, mean: float = 1000.0, std: float = 500.0) -> Path:
+    """A tiny encoder whose pixel statistics are those of synthetic reflectance (uint8 RGB: mean 130)."""
     torch.manual_seed(0)
     meta = {
         "timm_name": "test_resnet",
         "in_chans": bands,
         "bands": ["red", "green", "blue", "nir"][:bands],
-        "mean": [1000.0] * bands,
-        "std": [500.0] * bands,
+        "mean": [mean] * bands,
+        "std": [std] * bands,
         "method": "moco",
         "data": "synthetic",
         "run_dir": str(folder),
@@ -127,7 +128,7 @@ def test_eval_supervised_false_drops_only_the_supervised_reference(tmp_path, mon
 
 
 def test_segmentation_on_real_tree_crowns(data_dir, tmp_path, monkeypatch):
-    weights = export_tiny(tmp_path / "enc")
+    weights = export_tiny(tmp_path / "enc", mean=130.0, std=50.0)  # an encoder of uint8 RGB
     results = tmp_path / "results.csv"
     run(
         evaluate,
@@ -285,7 +286,7 @@ def test_encoder_with_more_bands_than_the_data(tmp_path, monkeypatch, capsys):
 
 
 def test_suite_runs_the_tasks_the_data_has_and_says_which_it_skips(data_dir, tmp_path, monkeypatch, capsys):
-    weights = export_tiny(tmp_path / "enc")
+    weights = export_tiny(tmp_path / "enc", mean=130.0, std=50.0)  # an encoder of uint8 RGB
     results = tmp_path / "results.csv"
     run(
         evaluate,
@@ -399,3 +400,28 @@ def test_settings_the_code_reads_are_accepted(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "decoder_channels: 32" in out and "steps: 1000" in out and "weight_decay: 0.05" in out
     assert "seeds:\n      - 1" in out
+
+
+def test_a_set_in_other_units_is_refused_by_the_cli_and_measured_only_when_allowed(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    weights = export_tiny(
+        tmp_path / "enc"
+    )  # pretrained on uint16 reflectance (mean 1000); tree crowns are uint8
+    argv = [
+        f"encoder={weights}", "eval=segmentation", "data=npz_segmentation",
+        f"data.path={data_dir / 'deepforest_treecrowns_dev.npz'}", "eval.baselines=false",
+        "eval.segmentation.fractions=[1.0]", "eval.segmentation.seeds=[0]", "eval.segmentation.steps=1",
+        "eval.segmentation.batch_size=2", "eval.segmentation.modes=[frozen]",
+        f"results={tmp_path / 'results.csv'}", "features_cache_dir=null",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run(evaluate, argv, monkeypatch)
+    assert exit_info.value.code == 2
+    assert (
+        "pixel scale of evaluation set 'deepforest_treecrowns_dev': its band means are 0.14 times"
+        in capsys.readouterr().err
+    )
+    assert read_rows(tmp_path / "results.csv") == []
+    run(evaluate, [*argv, "eval.allow_other_units=true"], monkeypatch)
+    assert {r.protocol for r in read_rows(tmp_path / "results.csv")} == {"segmentation_frozen"}

@@ -172,7 +172,7 @@ def test_more_bands_than_the_encoder_advise_a_selection_only_when_it_can_work():
 def test_pixel_scale_mismatch_is_warned():
     meta = meta_of(["red", "green", "blue"], dtype="uint16")
     warning = pixel_scale_warning(meta, "uint8", [100.0, 90.0, 80.0], "set x")
-    assert "set x has uint8 pixels" in warning and "pretrained on uint16" in warning
+    assert "pixel scale of set x: it has uint8 pixels" in warning and "pretrained on uint16" in warning
     assert "0.12 times" in warning and "red mean 100 here, 748 in pretraining" in warning  # median 90/748
     # no recorded dtype (older encoders): the means alone still tell
     no_dtype = pixel_scale_warning(meta_of(["red"]), "uint8", [7000.0], "set x")
