@@ -43,3 +43,12 @@ def test_segmentation_benchmark_compares_glcnet_and_false_with_image_level_contr
     assert (
         cfg.method._target_ == "rsssl.methods.glcnet.GLCNet" and cfg.method.false_negatives.threshold == 0.9
     )
+
+
+def test_synthetic_benchmark_probes_at_the_label_budgets_the_method_issues_compare():
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        cfg = compose("pretrain", ["+experiment=synthetic_benchmark", "method=last"])
+    budgets = list(cfg.eval.classification.budgets)
+    assert [b for b in budgets if isinstance(b, int)] == [5, 20, 50, 100]  # labels per class
+    assert list(cfg.data.eval_splits) == ["standard", "region", "date"]
