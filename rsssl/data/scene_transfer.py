@@ -36,9 +36,10 @@ from rsssl.data.scene import DataError
 
 SOLVERS = ("sinkhorn", "emd")
 FIXED_SEED = 42  # the official code's RandomState(42)
-ABSORB_ABOVE = 1e3  # scalings beyond this are absorbed into the potentials
+ABSORB_ABOVE = 1e6  # scalings beyond this are absorbed into the potentials (float32-safe: see
+# sinkhorn_scalings)
 ASSIGN_CHUNK = 1 << 22  # pixel-to-sample distances computed this many at a time
-CPU_CACHE_BYTES = 16 << 20  # kernels (K and its transpose) solved together on a CPU
+CPU_CACHE_BYTES = 8 << 20  # kernels solved together on a CPU (two 1000 x 1000 problems)
 
 
 @dataclass(frozen=True)
@@ -81,67 +82,70 @@ def squared_distances(x: Tensor, y: Tensor) -> Tensor:
 
 
 def sinkhorn_scalings(cost: Tensor, reg: float, iterations: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(u, K, v) with the entropic plan γ = diag(u) K diag(v), uniform marginals, for B x n x m
-    costs; ε = reg x each problem's mean cost. u: B x 1 x n, v: B x 1 x m.
+    """(u, K, v) with n γ = diag(u) K diag(v), γ the entropic plan between uniform marginals, for
+    B x n x m costs; ε = reg x each problem's mean cost. u: B x 1 x n, v: B x 1 x m.
 
     Scaling-form Sinkhorn (v = b / Kᵀu, u = a / Kv: two batched vector-matrix products an
-    iteration) with the kernel K = exp((f ⊕ g − C) / ε) kept relative to log-domain potentials
-    f, g: a scaling that leaves [1 / `ABSORB_ABOVE`, `ABSORB_ABOVE`] after its update is absorbed
-    at once (f += ε log u, or g += ε log v, and K recomputed), so nothing under- or overflows.
-    f, g start as the double c-transform of zero, so K <= 1 with an entry of 1 in every row.
+    iteration, the second on a transposed view of the one kernel), with row sums 1 and column
+    sums n / m (the plan scaled by n, so the scalings stay near 1), and K = exp(F ⊕ G − C / ε)
+    kept relative to log-domain potentials F, G (in units of ε): a scaling that leaves
+    [1 / `ABSORB_ABOVE`, `ABSORB_ABOVE`] after its update is absorbed at once (F += log u, or
+    G += log v, and K recomputed), so nothing under- or overflows: the entries of K that carry
+    mass are then at least 1e-12 / m, far above float32's smallest normal number. F, G start as
+    the double c-transform of zero, so K <= 1 with an entry of 1 in every row.
     """
     cost = cost if cost.dtype == torch.float64 else cost.float()
     batch, n, m = cost.shape
     tiny = torch.finfo(cost.dtype).tiny
     eps = reg * cost.mean(dim=(1, 2), keepdim=True).clamp_min(tiny)
-    a = torch.full((batch, 1, n), 1.0 / n, dtype=cost.dtype, device=cost.device)  # row vectors
-    b = torch.full((batch, 1, m), 1.0 / m, dtype=cost.dtype, device=cost.device)
-    g = cost.amin(dim=1, keepdim=True)  # B x 1 x m
-    f = (cost - g).amin(dim=2, keepdim=True)  # B x n x 1
-    scaled = -cost / eps
+    a = torch.ones((batch, 1, n), dtype=cost.dtype, device=cost.device)  # row vectors
+    b = torch.full((batch, 1, m), n / m, dtype=cost.dtype, device=cost.device)
+    scaled = cost.div(eps).neg_()  # -C / ε
+    potential_g = -scaled.amax(dim=1, keepdim=True)  # B x 1 x m
+    potential_f = -(scaled + potential_g).amax(dim=2, keepdim=True)  # B x n x 1
 
-    def kernels() -> tuple[Tensor, Tensor]:
-        """K and a contiguous Kᵀ: both products are then row-vector times matrix, the fast layout."""
-        kernel = torch.add(scaled, f / eps).add_(g / eps).exp_()
-        return kernel, kernel.transpose(1, 2).contiguous()
+    def kernel_of() -> Tensor:
+        return torch.add(scaled, potential_f).add_(potential_g).exp_()
 
     def out_of_range(scaling: Tensor) -> bool:
         return bool(((scaling > ABSORB_ABOVE) | (scaling < 1 / ABSORB_ABOVE)).any())
 
-    kernel, kernel_t = kernels()
+    kernel = kernel_of()
     u, v = torch.ones_like(a), torch.ones_like(b)
     for _ in range(iterations):
         v = b / (u @ kernel).clamp_min(tiny)
         if out_of_range(v):
-            g, v = g + eps * v.log(), torch.ones_like(b)
-            kernel, kernel_t = kernels()
-        u = a / (v @ kernel_t).clamp_min(tiny)
+            potential_g, v = potential_g + v.log(), torch.ones_like(b)
+            kernel = kernel_of()
+        u = a / (v @ kernel.transpose(1, 2)).clamp_min(tiny)
         if out_of_range(u):
-            f, u = f + eps * u.transpose(1, 2).log(), torch.ones_like(a)
-            kernel, kernel_t = kernels()
+            potential_f, u = potential_f + u.transpose(1, 2).log(), torch.ones_like(a)
+            kernel = kernel_of()
     return u, kernel, v
 
 
 def sinkhorn_plans(cost: Tensor, reg: float, iterations: int) -> Tensor:
-    """The B entropic plans diag(u) K diag(v) of `sinkhorn_scalings`, materialised."""
+    """The B entropic plans diag(u) K diag(v) / n of `sinkhorn_scalings`, materialised."""
     u, kernel, v = sinkhorn_scalings(cost, reg, iterations)
-    return u.transpose(1, 2) * kernel * v
+    return u.transpose(1, 2) * kernel * v / cost.shape[1]
 
 
-def sinkhorn_targets(cost: Tensor, target: Tensor, reg: float, iterations: int) -> Tensor:
-    """n γ Y = n diag(u) K (diag(v) Y), the barycentres of the source samples, without forming γ.
+def sinkhorn_targets(source: Tensor, target: Tensor, reg: float, iterations: int) -> Tensor:
+    """n γ Y = diag(u) K (diag(v) Y), the barycentres of the source samples under the entropic
+    plans between B x n x C `source` and B x m x C `target` samples, without forming γ.
 
     On a GPU every problem is solved at once; on a CPU a few at a time (`CPU_CACHE_BYTES` of
-    kernels), so a problem's kernel stays in cache through its iterations instead of streaming
-    the whole batch's from memory twice an iteration."""
-    per_chunk = len(cost)
-    if cost.device.type == "cpu":
-        per_chunk = max(1, CPU_CACHE_BYTES // (2 * cost[0].numel() * cost.element_size()))
+    kernels), the costs computed per chunk too, so a problem's arrays stay in cache from its cost
+    to its barycentres instead of streaming the whole batch's from memory at every pass."""
+    n, m = source.shape[1], target.shape[1]
+    per_chunk = len(source)
+    if source.device.type == "cpu":
+        per_chunk = max(1, CPU_CACHE_BYTES // (n * m * source.element_size()))
     mapped = []
-    for start in range(0, len(cost), per_chunk):
+    for start in range(0, len(source), per_chunk):
         part = slice(start, start + per_chunk)
-        u, kernel, v = sinkhorn_scalings(cost[part], reg, iterations)
-        mapped.append(cost.shape[1] * u.transpose(1, 2) * (kernel @ (v.transpose(1, 2) * target[part])))
+        u, kernel, v = sinkhorn_scalings(squared_distances(source[part], target[part]), reg, iterations)
+        mapped.append(u.transpose(1, 2) * (kernel @ (v.transpose(1, 2) * target[part])))
     return torch.cat(mapped)
 
 
@@ -162,13 +166,13 @@ def map_pixels(images: Tensor, source: Tensor, mapped: Tensor) -> Tensor:
     pixels = images.flatten(2).transpose(1, 2)  # B x HW x C
     displacement = mapped - source
     per_image = max(1, ASSIGN_CHUNK // max(1, height * width * source.shape[1]))
+    squares = (source**2).sum(-1)[:, None, :]  # B x 1 x n
     moved = []
     for start in range(0, batch, per_image):
         part = slice(start, start + per_image)
         # argmin_i |x - s_i|^2 = argmin_i (|s_i|^2 - 2 x.s_i): |x|^2 never changes the winner
-        scores = torch.bmm(pixels[part], source[part].transpose(1, 2)).mul_(-2.0)
-        nearest = scores.add_((source[part] ** 2).sum(-1)[:, None, :]).argmin(dim=2)  # b x HW
-        shift = displacement[part].gather(1, nearest[..., None].expand(-1, -1, channels))
+        scores = torch.baddbmm(squares[part], pixels[part], source[part].transpose(1, 2), alpha=-2.0)
+        shift = displacement[part].gather(1, scores.argmin(dim=2)[..., None].expand(-1, -1, channels))
         moved.append(pixels[part] + shift)
     return torch.cat(moved).transpose(1, 2).reshape(batch, channels, height, width)
 
@@ -186,9 +190,9 @@ def scene_transfer(images: Tensor, styles: Tensor, settings: TransferSettings | 
     work = images.float()
     source = sample_pixels(work, settings.num_samples, settings.fixed_subsample)
     target = sample_pixels(styles.float(), settings.num_samples, settings.fixed_subsample)
-    cost = squared_distances(source, target)
     if settings.solver == "sinkhorn":
-        mapped = sinkhorn_targets(cost, target, settings.reg, settings.iterations)
+        mapped = sinkhorn_targets(source, target, settings.reg, settings.iterations)
     else:  # barycentres of the samples under the exact plans
-        mapped = settings.num_samples * (emd_plans(cost).to(target.dtype) @ target)
+        plans = emd_plans(squared_distances(source, target)).to(target.dtype)
+        mapped = settings.num_samples * (plans @ target)
     return map_pixels(work, source, mapped.to(work.dtype)).to(images.dtype)
