@@ -133,6 +133,12 @@ class SSLMethod(L.LightningModule):
         """One random view of a normalised batch, on its device."""
         return self.view_maker(images)
 
+    @torch.no_grad()
+    def probe_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of the unaltered batch, without a graph: what the online probe sees
+        when the pretext input is something else (puzzle pieces, masked or grey tiles)."""
+        return self.backbone(images)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.pretext_step(batch)
         loss = out.loss
