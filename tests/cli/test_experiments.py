@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
 from rsssl.cli import CONF_DIR
 from rsssl.cli.checks import sweep_jobs
+from rsssl.cli.pretrain import main
 from rsssl.cli.run_names import register_resolvers
 
 
@@ -52,3 +56,58 @@ def test_synthetic_benchmark_probes_at_the_label_budgets_the_method_issues_compa
     budgets = list(cfg.eval.classification.budgets)
     assert [b for b in budgets if isinstance(b, int)] == [5, 20, 50, 100]  # labels per class
     assert list(cfg.data.eval_splits) == ["standard", "region", "date"]
+
+
+def test_tao2020_compares_five_pretext_signals_at_5_and_20_labels_per_class():
+    jobs = {tuple(sorted(job)) for job in _jobs("tao2020")}
+    methods = ("simclr", "inpainting", "jigsaw", "colorization", "rotation")
+    assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        cfg = compose("pretrain", ["+experiment=tao2020", "method=jigsaw"])
+    cls = cfg.eval.classification
+    assert cfg.eval.tasks == ["classification"] and list(cls.protocols) == ["linear", "finetune"]
+    assert list(cls.budgets) == [5, 20] and list(cls.finetune.budgets) == [5, 20]
+    assert list(cls.supervised.budgets) == [5, 20] and cfg.eval.baselines and cfg.eval.supervised
+
+
+def test_tao2020_ends_in_its_leaderboard(tmp_path, monkeypatch):
+    """The experiment's multirun, narrowed to two signals on a tiny backbone, writes one row per
+    signal and baseline with the linear and fine-tuned columns at both budgets."""
+    quick = [
+        "backbone=tiny",
+        "trainer=debug",
+        "data.num_workers=0",
+        "data.batch_size=16",
+        "data.source.size=256",
+        "data.source.num_scenes=4",
+        "data.source.val_scenes=1",
+        "eval.classification.seeds=[0]",
+        "eval.classification.finetune.steps=2",
+        "eval.classification.finetune.batch_size=8",
+    ]
+    paths = [
+        f"results={tmp_path}/results.csv",
+        f"leaderboard_dir={tmp_path}/board",
+        f"runs_dir={tmp_path}/runs",
+    ]
+    argv = [
+        "rsssl-pretrain",
+        "-m",
+        "+experiment=tao2020",
+        "method=rotation,inpainting",
+        "seed=0",
+        *quick,
+        *paths,
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, f"data.stats_cache_dir={tmp_path}/cache"])
+    main()
+    with open(tmp_path / "board" / "leaderboard.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cells = {(r["method"], r["protocol"], r["budget"]) for r in rows if r["metric"] == "oa"}
+    for method in ("rotation", "inpainting", "random_init", "image_stats"):
+        for protocol, budget in itertools.product(("linear", "finetune"), ("5/class", "20/class")):
+            if (method, protocol) != ("image_stats", "finetune"):  # statistics have nothing to fine-tune
+                assert (method, protocol, budget) in cells, (method, protocol, budget)
+    assert {("supervised", "finetune", b) for b in ("5/class", "20/class")} <= cells
+    assert (tmp_path / "board" / "LEADERBOARD.md").exists()
