@@ -33,6 +33,7 @@ from rsssl.cli.evaluate import evaluate_encoder
 from rsssl.cli.hydra_callbacks import regenerate_leaderboard
 from rsssl.cli.logs import harmless_lightning_warnings_silenced, route_lightning_logging
 from rsssl.cli.run_names import register_resolvers
+from rsssl.data.balance import PseudoLabelBalancer, SamplingSettings
 from rsssl.data.datamodule import RSDataModule, format_data_summary
 from rsssl.data.scene import DataError
 from rsssl.eval.suite import git_commit
@@ -108,13 +109,18 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(pretraining_config(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_datamodule(data_cfg: DictConfig) -> RSDataModule:
+def sampling_settings(cfg: DictConfig) -> SamplingSettings:
+    """The run's `sampling:` settings (which tiles an epoch draws, `rsssl.data.balance`)."""
+    return SamplingSettings(**OmegaConf.to_container(cfg.get("sampling") or {}, resolve=True))
+
+
+def build_datamodule(data_cfg: DictConfig, sampling: SamplingSettings | None = None) -> RSDataModule:
     """The datamodule from a `conf/data/*.yaml`: its source plus the shared tiling settings."""
     source = instantiate(data_cfg.source)
     settings = {k: data_cfg[k] for k in DATAMODULE_KEYS if k in data_cfg}
     if settings.get("bands") is not None:
         settings["bands"] = list(settings["bands"])
-    return RSDataModule(source=source, **settings)
+    return RSDataModule(source=source, sampling=sampling, **settings)
 
 
 def backbone_kwargs(backbone_cfg: DictConfig) -> dict:
@@ -325,6 +331,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool) -> L.Trainer:
         dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False
     )
     callbacks = [best, last, ThroughputMonitor(), *([ValidateAtMaxSteps()] if validated else [])]
+    sampling = sampling_settings(cfg)
+    if sampling.strategy == "balanced":
+        callbacks.append(PseudoLabelBalancer(sampling, seed=int(cfg.seed)))
     callbacks += [instantiate(c) for c in cfg.get("callbacks") or []]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if not validated:  # no validation loop at all, rather than one over an empty loader
@@ -401,7 +410,7 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     resume_from = find_resume_checkpoint(cfg, run_dir)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, sampling_settings(cfg))
     datamodule.prepare()
     for line in format_data_summary(datamodule.summary()):
         log.info(line)

@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from rsssl.data.balance import SamplingSettings, equal_share_weights, geographic_cells
 from rsssl.data.bands import canonical_band_name
 from rsssl.data.sampling import EpochSampler, PairSampling, check_multi_date, neighbour_radii, tile_pixels
 from rsssl.data.scene import BandSubsetScene, DataError, Scene
@@ -101,6 +103,7 @@ class RSDataModule(L.LightningDataModule):
         neighbor_radius: float = 100.0,
         neighbor_units: str = "px",
         tile_units: str = "px",
+        sampling: SamplingSettings | None = None,
     ) -> None:
         super().__init__()
         if tile_units == "px":
@@ -119,6 +122,11 @@ class RSDataModule(L.LightningDataModule):
         self.neighbor_radius = neighbor_radius
         self.neighbor_units = neighbor_units
         self.tile_units = tile_units
+        self.sampling = sampling or SamplingSettings()
+        #: per-tile weights of an epoch's draws (None: every tile once, shuffled); set at `prepare`
+        #: for `geographic`, by `PseudoLabelBalancer` for `balanced`
+        self.sample_weights: np.ndarray | None = None
+        self.sampling_cells: int | None = None  # geographic: the ground cells drawn evenly
         self.required_keys: set[str] = {"image"}
         self._prepared = False
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -155,6 +163,10 @@ class RSDataModule(L.LightningDataModule):
         if self.val_scenes:
             self.val_index = build_tile_index(self.val_scenes, self.tile_size, self.stride, self.min_valid)
         self.stats = self._stats()
+        if self.sampling.strategy == "geographic":
+            cells = geographic_cells(self.train_scenes, self.train_index, self.sampling.cell_size)
+            self.sample_weights = equal_share_weights(cells)
+            self.sampling_cells = int(cells.max()) + 1
         self._prepared = True
 
     def _pair_sampling(self, seed: int) -> PairSampling | None:
@@ -244,6 +256,8 @@ class RSDataModule(L.LightningDataModule):
             "val_tiles": len(self.val_index) if self.val_index is not None else 0,
             "valid_fraction": sum(int(o.sum()) for o in overviews) / cells if cells else None,
             "min_valid": self.min_valid,
+            "sampling": self.sampling.strategy,
+            "sampling_cells": self.sampling_cells,
         }
 
     # ---- loaders ---------------------------------------------------------------------------
@@ -266,7 +280,7 @@ class RSDataModule(L.LightningDataModule):
         sampler = None
         if train:  # shuffled (index, epoch) pairs: per-sample randomness follows the epoch
             epoch = self._current_epoch if self.trainer is not None else None
-            sampler = EpochSampler(len(dataset), seed, epoch)
+            sampler = EpochSampler(len(dataset), seed, epoch, weights=lambda: self.sample_weights)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -290,6 +304,20 @@ class RSDataModule(L.LightningDataModule):
         if self.val_index is None or not self.val_index.labelled:
             return []
         return self._loader(self._dataset(self.val_scenes, self.val_index), train=False)
+
+    @torch.no_grad()
+    def train_features(self, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> torch.Tensor:
+        """N x D features of every training tile, in index order: `backbone` in eval mode (its
+        training mode restored after), the tiles normalised on `device` as in training."""
+        self.prepare()
+        loader = self._loader(self._dataset(self.train_scenes, self.train_index), train=False)
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            features = [backbone(self.normalise(batch["image"].to(device))).float().cpu() for batch in loader]
+        finally:
+            backbone.train(was_training)
+        return torch.cat(features)
 
     # ---- device side ---------------------------------------------------------------------
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -358,10 +386,16 @@ def format_data_summary(summary: dict) -> list[str]:
         tiles += f", {summary['val_tiles']} validation tiles"
     bands, fraction = summary["bands"], summary["valid_fraction"]
     valid = f"{100 * fraction:.1f} % of the training scenes" if fraction is not None else "unknown"
-    return [
+    lines = [
         f"data {summary['name']}: {_count(summary['train_scenes'], 'training scene')}, {val}; {labels}",
         f"  bands ({len(bands)}): {', '.join(bands)}; dtype {'/'.join(summary['dtypes'])}",
         f"  scenes: {grid}, {dated}; pixel size {_resolution(summary)}",
         f"  tiles: {summary['tile_size']} px, stride {summary['stride']} px; {tiles}; valid pixels {valid} "
         f"(tiles kept with >= {100 * summary['min_valid']:g} % valid)",
     ]
+    if summary["sampling"] == "geographic":
+        cells = _count(summary["sampling_cells"], "cell")
+        lines.append(f"  sampling: geographic, {cells} drawn equally often")
+    elif summary["sampling"] == "balanced":
+        lines.append("  sampling: balanced, k-means pseudo-classes of the features drawn equally often")
+    return lines

@@ -50,13 +50,22 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     `epoch` reads the current epoch (the trainer's, so a resumed run continues where it
     stopped, also under DDP where Lightning wraps this sampler); without it every pass over
-    the sampler counts as one epoch.
+    the sampler counts as one epoch. `weights` reads per-index weights (a sampling strategy's,
+    `rsssl.data.balance`) at the start of each pass: when it gives some, the pass draws `size`
+    indices with replacement in proportion to them, from the same (seed, epoch) generator.
     """
 
-    def __init__(self, size: int, seed: int, epoch: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        epoch: Callable[[], int] | None = None,
+        weights: Callable[[], np.ndarray | None] | None = None,
+    ) -> None:
         self.size = size
         self.seed = seed
         self.epoch = epoch
+        self.weights = weights
         self.passes = 0
 
     def __len__(self) -> int:
@@ -65,7 +74,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch() if self.epoch is not None else self.passes
         self.passes += 1
-        order = np.random.default_rng((self.seed, epoch)).permutation(self.size)
+        rng = np.random.default_rng((self.seed, epoch))
+        weights = self.weights() if self.weights is not None else None
+        if weights is None:
+            order = rng.permutation(self.size)
+        else:
+            order = rng.choice(self.size, size=self.size, replace=True, p=weights / weights.sum())
         return iter([(int(i), epoch) for i in order])
 
 

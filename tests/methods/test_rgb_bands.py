@@ -29,5 +29,9 @@ def test_rgb_bands_setting_reaches_the_view_maker(method, tmp_path):
     # 5 synthetic bands are unnamed (b1..b5): only the setting makes bands 3, 2, 1 the RGB ones
     named = built_method(tmp_path, method, ["data.num_bands=5", "data.rgb_bands=[b3,b2,b1]"])
     assert named.view_maker.rgb.tolist() == [2, 1, 0]
+    if method == "colorization":  # its target is the colour: unknown RGB bands are refused, naming the fix
+        with pytest.raises(Exception, match=r"name them with data.rgb_bands=\[<red>,<green>,<blue>\]"):
+            built_method(tmp_path, method, ["data.num_bands=5"])
+        return
     unnamed = built_method(tmp_path, method, ["data.num_bands=5"])
     assert unnamed.view_maker.rgb.tolist() == []
