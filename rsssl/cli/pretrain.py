@@ -88,8 +88,24 @@ NOT_IN_CONFIG_HASH: dict[str, tuple[str, ...] | None] = {
 }
 
 
+# The sampling settings each strategy reads; the others do nothing under it. Random sampling reads
+# none, and was the only kind before `sampling:` existed: its runs hash as configs without the key.
+SAMPLING_KEYS = {"random": (), "geographic": ("cell_size",), "balanced": ("clusters", "refresh_epochs")}
+
+
+def effective_sampling(sampling: dict | None) -> dict | None:
+    """The sampling settings that change what is pretrained: the strategy and the keys it reads;
+    None for random sampling."""
+    strategy = (sampling or {}).get("strategy", "random")
+    if strategy == "random":
+        return None
+    kept = SAMPLING_KEYS.get(strategy, ())
+    return {"strategy": strategy, **{k: sampling[k] for k in kept if k in sampling}}
+
+
 def pretraining_config(cfg: DictConfig) -> dict:
-    """The resolved config that defines what is pretrained (``NOT_IN_CONFIG_HASH`` removed).
+    """The resolved config that defines what is pretrained (``NOT_IN_CONFIG_HASH`` removed, and
+    the sampling settings the chosen strategy does not read, `effective_sampling`).
 
     `config_hash` hashes it and `encoder.json` and the results' configs sidecar record it, so
     the leaderboard can show which keys differ between configurations of one method.
@@ -101,6 +117,9 @@ def pretraining_config(cfg: DictConfig) -> dict:
         elif isinstance(content.get(key), dict):
             for name in inner:
                 content[key].pop(name, None)
+    sampling = effective_sampling(content.pop("sampling", None))
+    if sampling is not None:
+        content["sampling"] = sampling
     return json.loads(json.dumps(content, sort_keys=True, default=str))
 
 

@@ -31,6 +31,8 @@ def base_hash() -> str:
         "data.num_workers=7",
         "trainer.enable_progress_bar=false",
         "+eval=demo",
+        "sampling.clusters=16",  # a setting of another sampling strategy than the one that runs
+        "sampling.cell_size=500",
     ],
 )
 def test_seed_and_run_location_do_not_change_the_hash(override: str, base_hash: str) -> None:
@@ -38,7 +40,15 @@ def test_seed_and_run_location_do_not_change_the_hash(override: str, base_hash: 
 
 
 @pytest.mark.parametrize(
-    "override", ["method.temperature=0.1", "data.tile_size=64", "trainer.max_epochs=7", "method=simclr"]
+    "override",
+    [
+        "method.temperature=0.1",
+        "data.tile_size=64",
+        "trainer.max_epochs=7",
+        "method=simclr",
+        "sampling.strategy=geographic",
+        "sampling.strategy=balanced",
+    ],
 )
 def test_what_is_pretrained_changes_the_hash(override: str, base_hash: str) -> None:
     assert config_hash(_cfg(override)) != base_hash
@@ -50,3 +60,17 @@ def test_the_recorded_config_is_what_is_hashed() -> None:
     for absent in ("seed", "runs_dir", "run_name", "results", "eval", "device", "logger"):
         assert absent not in config
     assert "num_workers" not in config["data"] and "eval_sets" not in config["data"]
+
+
+def test_runs_made_before_a_setting_existed_keep_their_hash() -> None:
+    """Random sampling, the only kind before `sampling:` existed, hashes as a config without the key,
+    so a benchmark's earlier runs and today's of one configuration stay one leaderboard row."""
+    config = pretraining_config(_cfg())
+    assert "sampling" not in config
+    geographic = pretraining_config(_cfg("sampling.strategy=geographic", "sampling.cell_size=500"))
+    assert geographic["sampling"] == {"strategy": "geographic", "cell_size": 500}
+    balanced = pretraining_config(_cfg("sampling.strategy=balanced"))
+    assert balanced["sampling"] == {"strategy": "balanced", "clusters": 8, "refresh_epochs": 1}
+    assert config_hash(_cfg("sampling.strategy=balanced", "sampling.cell_size=9")) == config_hash(
+        _cfg("sampling.strategy=balanced")
+    )
