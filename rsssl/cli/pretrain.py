@@ -33,6 +33,7 @@ from rsssl.cli.evaluate import evaluate_encoder
 from rsssl.cli.hydra_callbacks import regenerate_leaderboard
 from rsssl.cli.logs import harmless_lightning_warnings_silenced, route_lightning_logging
 from rsssl.cli.run_names import register_resolvers
+from rsssl.cli.stages import StageOutcome, run_stages, start_from
 from rsssl.data.balance import PseudoLabelBalancer, SamplingSettings
 from rsssl.data.datamodule import RSDataModule, format_data_summary
 from rsssl.data.scene import DataError
@@ -66,6 +67,7 @@ DATAMODULE_KEYS = (
 # hardware runs it. A key listed under a section is dropped from that section only.
 NOT_IN_CONFIG_HASH: dict[str, tuple[str, ...] | None] = {
     "seed": None,
+    "stages": None,  # a learning path's list; each stage's own `stage` record says where it stands
     "resume": None,
     "runs_dir": None,
     "run_name": None,
@@ -335,7 +337,7 @@ def best_checkpoint_rule(validated: bool) -> tuple[str, str, str]:
     return "train/loss_epoch", "min", why
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list | None = None) -> L.Trainer:
     """The Trainer of a run: `best.ckpt` by `best_checkpoint_rule`, `last.ckpt`, throughput.
 
     `last.ckpt` has its own callback (no monitor: the newest state at every epoch end, the one
@@ -353,7 +355,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool) -> L.Trainer:
     sampling = sampling_settings(cfg)
     if sampling.strategy == "balanced":
         callbacks.append(PseudoLabelBalancer(sampling, seed=int(cfg.seed)))
-    callbacks += [instantiate(c) for c in cfg.get("callbacks") or []]
+    callbacks += [instantiate(c) for c in cfg.get("callbacks") or []] + list(extra or [])
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if not validated:  # no validation loop at all, rather than one over an empty loader
         trainer_cfg["limit_val_batches"] = 0
@@ -418,9 +420,17 @@ def record_online_probe(cfg: DictConfig, summary: dict, meta: dict) -> None:
     append_rows(Path(cfg.results), [row], skip_existing=True)
 
 
-def run(cfg: DictConfig) -> dict:
-    """Pretrain as configured; returns the run summary."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def run(
+    cfg: DictConfig,
+    run_dir: Path | None = None,
+    previous: StageOutcome | None = None,
+    whole: bool = False,
+    callbacks: list | None = None,
+) -> dict:
+    """Pretrain as configured; returns the run summary. A stage of a learning path (`rsssl.cli.stages`)
+    runs in its own `run_dir`, starting from the `previous` stage (its `whole` model, or its encoder)."""
+    run_dir = run_dir or Path(HydraConfig.get().runtime.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:  # before training: a run folder outside runs_dir fails fast
         run_id = relative_run_id(run_dir, cfg.runs_dir)
     except ValueError as error:
@@ -434,6 +444,9 @@ def run(cfg: DictConfig) -> dict:
     for line in format_data_summary(datamodule.summary()):
         log.info(line)
     method = build_method(cfg, datamodule)
+    if previous is not None:
+        start_from(method, previous, whole)
+        log.info(f"starting from stage {previous.name!r} ({'the whole model' if whole else 'its encoder'})")
     if resume_from:
         check_checkpoint_fits(method, resume_from)
         log.info(f"resuming from {resume_from}")
@@ -441,7 +454,7 @@ def run(cfg: DictConfig) -> dict:
     validated = validates(cfg, datamodule)
     monitor, mode, why = best_checkpoint_rule(validated)
     log.info(f"best.ckpt: by the {'highest' if mode == 'max' else 'lowest'} {monitor} ({why})")
-    trainer = build_trainer(cfg, run_dir, validated)
+    trainer = build_trainer(cfg, run_dir, validated, callbacks or [])
     with harmless_lightning_warnings_silenced(run_dir):
         trainer.fit(method, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     meta = {
@@ -464,8 +477,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.get("eval") is not None:
         record_online_probe(cfg, summary, meta)
         evaluate_encoder(cfg, str(weights), include_encoder=method.trains_backbone)
-        if HydraConfig.get().mode.name != "MULTIRUN":  # a sweep renders it once, at its end
-            regenerate_leaderboard(cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... +eval=...")
+        if HydraConfig.get().mode.name != "MULTIRUN" and cfg.get("stage") is None:  # a sweep or a
+            regenerate_leaderboard(
+                cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... +eval=..."
+            )  # path: at its end
     return summary
 
 
@@ -474,7 +489,12 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         check_config(cfg)
-        run(cfg)
+        if cfg.get("stages"):
+            run_stages(cfg, run)
+            if cfg.get("eval") is not None and HydraConfig.get().mode.name != "MULTIRUN":
+                regenerate_leaderboard(cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... stages")
+        else:
+            run(cfg)
     except (DataError, ConfigError) as error:
         print(f"rsssl-pretrain: error: {error}", file=sys.stderr)
         sys.exit(2)

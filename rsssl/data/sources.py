@@ -48,6 +48,7 @@ class SyntheticSource(Source):
         num_regions: int = 4,
         region_seed: int = 0,
         nuisance: Mapping[str, float] | None = None,
+        dtype: str = "uint16",
     ) -> None:
         self.settings = dict(
             num_scenes=num_scenes,
@@ -60,6 +61,8 @@ class SyntheticSource(Source):
             region_seed=region_seed,
             nuisance=dict(nuisance or {}),
         )
+        if dtype != "uint16":  # uint8: 8-bit optical imagery (the default's description stays as it was)
+            self.settings["dtype"] = dtype
         self.val_scenes = val_scenes
 
     def load(self) -> list[Scene]:
@@ -164,3 +167,56 @@ class GeoTiffSource(Source):
             "bands": self.bands,
             "resampling": self.resampling,
         }
+
+
+class PhotoFolderSource(Source):
+    """Ordinary photographs (png/jpg, or tif) anywhere under `root`, one unreferenced scene each:
+    the general-knowledge stage of a learning path (TOV), or any picture collection. Every image
+    is decoded once and held in memory (uint8/uint16, C x H x W); all must have the same bands.
+    `band_names` names them (default: red, green, blue for RGB pictures, else b1..bN)."""
+
+    name = "photos"
+
+    def __init__(self, root: str, band_names: Sequence[str] | None = None) -> None:
+        if not root:
+            raise DataError("data.root is empty: give a folder of pictures, e.g. data.root=/data/photos")
+        self.root = Path(root).expanduser()
+        self.band_names = list(band_names) if band_names else None
+
+    def files(self) -> list[Path]:
+        from rsssl.data.images import PILLOW_SUFFIXES, RASTERIO_SUFFIXES
+
+        if not self.root.is_dir():
+            raise DataError(f"data.root={self.root} is not a folder: give a folder of pictures")
+        suffixes = PILLOW_SUFFIXES + RASTERIO_SUFFIXES
+        found = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not found:
+            raise DataError(
+                f"{self.root} holds no picture ({', '.join(suffixes)}): add some or fix data.root"
+            )
+        return found
+
+    def load(self) -> list[Scene]:
+        from rsssl.data.images import image_header, read_image_pixels
+        from rsssl.data.scene import ArrayScene
+
+        scenes, first = [], None
+        for path in self.files():
+            count, _, _, dtype, names = image_header(path)
+            if first is None:
+                first = (path, count, dtype, self.band_names or names)
+            elif (count, dtype) != first[1:3]:
+                raise DataError(
+                    f"{path} has {count} bands of {dtype}, {first[0]} {first[1]} of {first[2]}: every "
+                    "picture of data.root needs the same bands (convert them, or keep them apart)"
+                )
+            scene_name = str(path.relative_to(self.root))
+            scenes.append(ArrayScene(scene_name, read_image_pixels(path), bands=first[3]))
+        return scenes
+
+    def describe(self) -> dict:
+        from rsssl.data.index import file_identity
+
+        if not self.root.is_dir():
+            return {"photos": str(self.root)}
+        return {"photos": [file_identity(p) for p in self.files()], "band_names": self.band_names}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rsssl.data.index import data_bands
+from rsssl.data.images import PILLOW_SUFFIXES, RASTERIO_SUFFIXES, image_header, read_image_pixels
 from rsssl.data.scene import ArrayScene, DataError
 from rsssl.data.synthetic import make_synthetic_scenes, scene_regions
 from rsssl.data.tiles import TileIndex, build_tile_index
@@ -30,10 +29,7 @@ log = logging.getLogger(__name__)
 # evaluation's test scenes come from a third seed, so they are unseen by pretraining and by it.
 SYNTHETIC_TEST_SEED_OFFSET = 200_003
 
-PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg")
-RASTERIO_SUFFIXES = (".tif", ".tiff")
 _RGB = ("red", "green", "blue")
-_PILLOW_BANDS = {"L": 1, "I;16": 1, "RGB": 3}  # decoded mode -> band count
 
 
 # --- synthetic scenes -------------------------------------------------------------------------
@@ -76,6 +72,7 @@ def synthetic_classification(
     region_seed: int = 0,
     nuisance: Mapping[str, float] | None = None,
     splits: Sequence[str] = ("standard",),
+    dtype: str = "uint16",
 ) -> list[EvalDataset]:
     """Tiles of synthetic land-cover scenes labelled with their majority class, one set per split.
 
@@ -92,12 +89,13 @@ def synthetic_classification(
       the acquisition farthest from summer.
 
     `num_dates` only has to match pretraining's so the generated pixels are identical. `bands`
-    (`data.bands`) selects bands by name, in that order.
+    (`data.bands`) selects bands by name, in that order. `dtype`: uint16 (reflectance x 10000) or
+    uint8 (8-bit optical imagery), as the pretraining source's.
     """
     check_splits(splits, num_regions, num_dates)
     settings = dict(
         size=size, num_bands=num_bands, num_classes=num_classes, num_dates=num_dates,
-        num_regions=num_regions, region_seed=region_seed, nuisance=nuisance,
+        num_regions=num_regions, region_seed=region_seed, nuisance=nuisance, dtype=dtype,
     )  # fmt: skip
     train_set = make_synthetic_scenes(num_scenes=train_scenes, seed=seed, **settings)
     test_seed = seed + SYNTHETIC_TEST_SEED_OFFSET
@@ -132,68 +130,6 @@ def synthetic_classification(
 
 
 # --- image folders ----------------------------------------------------------------------------
-
-
-def _header(path: Path) -> tuple[int, int, int, np.dtype, tuple[str, ...] | None]:
-    """(bands, height, width, dtype, band descriptions or None) of an image, from its header only."""
-    if path.suffix.lower() in RASTERIO_SUFFIXES:
-        import rasterio
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                bands = _tif_bands(src, path)
-                dtypes = {src.dtypes[i - 1] for i in bands}
-                if len(dtypes) != 1 or not dtypes <= {"uint8", "uint16"}:
-                    raise DataError(
-                        f"{path} has pixel type {', '.join(sorted(dtypes))}: image folders hold uint8 or "
-                        "uint16 images; rescale it (e.g. gdal_translate -ot UInt16 -scale) or remove it"
-                    )
-                descriptions = tuple(src.descriptions[i - 1] for i in bands)
-                names = descriptions if all(descriptions) else None
-                return len(bands), src.height, src.width, np.dtype(dtypes.pop()), names
-    from PIL import Image
-
-    with Image.open(path) as img:
-        mode = _pillow_mode(img.mode, path)
-        dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
-        return _PILLOW_BANDS[mode], img.height, img.width, dtype, _RGB if mode == "RGB" else None
-
-
-def _tif_bands(src, path: Path) -> list[int]:
-    """The 1-based indexes of a tif's bands but its alpha bands (colour interpretation alpha)."""
-    return list(data_bands(path, src.colorinterp, "its class folder"))
-
-
-def _pillow_mode(mode: str, path: Path) -> str:
-    """The mode an image is decoded in: its own when it maps to uint pixels, else RGB / L, with
-    alpha dropped (LA is decoded as L, RGBA and PA as RGB)."""
-    if mode in ("L", "RGB") or mode.startswith("I;16"):
-        return "I;16" if mode.startswith("I;16") else mode
-    if mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-        return "RGB"
-    if mode in ("1", "LA"):
-        return "L"
-    raise DataError(f"{path} has Pillow mode {mode!r} (not 8- or 16-bit unsigned): save it as uint8/uint16")
-
-
-def _read_pixels(path: Path) -> np.ndarray:
-    """C x H x W uint pixels of one image (the full decode)."""
-    if path.suffix.lower() in RASTERIO_SUFFIXES:
-        import rasterio
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                return src.read(_tif_bands(src, path))
-    from PIL import Image
-
-    with Image.open(path) as img:
-        mode = _pillow_mode(img.mode, path)
-        if mode == "I;16":
-            return np.asarray(img, dtype=np.uint16)[None]  # Pillow reports I;16 big/little as I;16x
-        pixels = np.asarray(img.convert(mode) if img.mode != mode else img)
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -256,7 +192,7 @@ def image_folder(
     headers = []
     for path in paths:
         try:
-            headers.append(_header(path))
+            headers.append(image_header(path))
         except DataError:
             raise
         except Exception as error:  # Pillow / rasterio raise many types for a bad file
@@ -288,7 +224,7 @@ def image_folder(
     images = np.empty((len(paths), num_bands, *target), dtype=dtype)
     for i, path in enumerate(paths):
         try:
-            pixels = _read_pixels(path)
+            pixels = read_image_pixels(path)
         except Exception as error:
             raise DataError(f"cannot read image {path} ({error}): replace or remove the file") from error
         images[i] = pixels if pixels.shape[1:] == target else _resize(pixels, target)

@@ -219,7 +219,9 @@ class SSLMethod(L.LightningModule):
         )
         groups = weight_decay_groups(trained, lr, cfg["weight_decay"], cfg.get("decay_norm_and_bias", True))
         if probe_ids:
-            groups.append({"params": self.probe_parameters(), "lr": self.probe_lr, "weight_decay": 0.0})
+            groups.append(
+                {"params": self.probe_parameters(), "lr": self.probe_lr, "weight_decay": 0.0, "probe": True}
+            )
         groups = [g for g in groups if g["params"]]
         if not groups:
             return None

@@ -111,3 +111,27 @@ def test_tao2020_ends_in_its_leaderboard(tmp_path, monkeypatch):
                 assert (method, protocol, budget) in cells, (method, protocol, budget)
     assert {("supervised", "finetune", b) for b in ("5/class", "20/class")} <= cells
     assert (tmp_path / "board" / "LEADERBOARD.md").exists()
+
+
+def test_the_tov_path_runs_both_stages_and_ends_in_its_leaderboard(tmp_path, monkeypatch):
+    """`+experiment=tov` on a folder of ordinary pictures: the general stage, then the remote-sensing
+    stage from its whole model, each evaluated on the 8-bit synthetic RGB scenes."""
+    from rsssl.data.sample_pictures import copy_sample_pictures
+
+    copy_sample_pictures(tmp_path / "pictures")
+    quick = ["backbone=tiny", "trainer=debug", "data.num_workers=0", "data.batch_size=8",
+             "eval.classification.protocols=[knn]", "eval.classification.budgets=[5]",
+             "eval.classification.seeds=[0]", "eval.supervised=false"]  # fmt: skip
+    paths = [
+        f"results={tmp_path}/results.csv",
+        f"leaderboard_dir={tmp_path}/board",
+        f"runs_dir={tmp_path}/runs",
+    ]
+    argv = ["rsssl-pretrain", "+experiment=tov", f"photos={tmp_path / 'pictures'}", *quick, *paths]
+    monkeypatch.setattr(sys, "argv", [*argv, f"data.stats_cache_dir={tmp_path}/cache"])
+    main()
+    with open(tmp_path / "board" / "leaderboard.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["protocol"] == "knn" and r["metric"] == "oa"]
+    trained = {(r["method"], r["pretrain_data"]) for r in rows if r["method"] == "moco"}
+    assert trained == {("moco", "photos"), ("moco", "synthetic")}  # one row per stage
+    assert {r["eval_data"] for r in rows} == {"synthetic"} and any(r["method"] == "random_init" for r in rows)
