@@ -135,3 +135,24 @@ def test_the_tov_path_runs_both_stages_and_ends_in_its_leaderboard(tmp_path, mon
     trained = {(r["method"], r["pretrain_data"]) for r in rows if r["method"] == "moco"}
     assert trained == {("moco", "photos"), ("moco", "synthetic")}  # one row per stage
     assert {r["eval_data"] for r in rows} == {"synthetic"} and any(r["method"] == "random_init" for r in rows)
+
+
+def test_the_spectral_benchmark_judges_tiles_and_pixels_on_13_bands():
+    jobs = {tuple(sorted(job)) for job in _jobs("spectral_benchmark")}
+    assert jobs == {
+        tuple(sorted((f"method={m}", f"seed={s}"))) for m in ("moco", "simclr", "last") for s in range(3)
+    }
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        cfg = compose(
+            "pretrain", ["+experiment=spectral_benchmark", "method=spectral_mae", "backbone=spectral"]
+        )
+    assert cfg.data.num_bands == 13 and cfg.eval.tasks == ["classification", "segmentation"]
+    assert list(cfg.eval.pixel.protocols) == ["pixel_linear", "pixel_ridge", "tile_ridge"]
+    assert list(cfg.eval.segmentation.modes) == [] and list(cfg.eval.classification.budgets) == [
+        5,
+        20,
+        50,
+        100,
+        1.0,
+    ]
