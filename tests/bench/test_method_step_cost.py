@@ -63,6 +63,4 @@ def test_step_cost_relative_to_simclr_and_moco():
     assert seconds["glcnet"] > seconds["simclr"]  # a whole DeepLabv3+ on both views
     assert seconds["last"] > seconds["moco"]  # ten crops, and K = 65536 prototypes
     assert seconds["sticl"] < 1.5 * seconds["moco"]  # the transfer of ~10 % of the keys must not dominate
-    assert (
-        seconds["rotation"] > 2 * seconds["simclr"] / 2
-    )  # four turns of every tile: 4 forwards to SimCLR's 2
+    assert seconds["rotation"] > seconds["simclr"]  # every tile at four turns: 4 forwards to SimCLR's 2
