@@ -163,6 +163,11 @@ def run_stages(cfg: DictConfig, run) -> list[dict]:
     whole=..., callbacks=...)` (`rsssl.cli.pretrain.run`)."""
     from rsssl.cli.pretrain import config_hash
 
+    if cfg.get("resume") not in (False, None):
+        raise ConfigError(
+            "resume= does not apply to a learning path (stages:): a path runs all its stages in one job; "
+            "run it again without resume, or resume one stage's run on its own with resume=/path/to/last.ckpt"
+        )
     base_dir = Path(HydraConfig.get().runtime.output_dir)
     configs = stage_configs(cfg, list(HydraConfig.get().overrides.task))
     previous: StageOutcome | None = None

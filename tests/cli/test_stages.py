@@ -134,3 +134,10 @@ def test_stages_of_other_band_counts_are_refused(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_path(tmp_path, monkeypatch, ["method=simclr", *RGB_SYNTHETIC], four_bands, evaluate=False)
     assert "pretrained an encoder on 3 bands, the next stage's data has 4" in capsys.readouterr().err
+
+
+def test_a_path_refuses_resume(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        run_path(tmp_path, monkeypatch, RGB_SYNTHETIC, RGB_SYNTHETIC, "resume=true", evaluate=False)
+    assert "resume= does not apply to a learning path" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("*/*/stage1-*/last.ckpt"))  # nothing trained
