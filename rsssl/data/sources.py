@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from rsssl.data.scene import DataError, Scene
 
 
@@ -85,23 +87,50 @@ class NpzSource(Source):
 
     name = "npz"
 
-    def __init__(self, path: str, band_names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        band_names: list[str] | None = None,
+        leave_out: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    ) -> None:
         if not path:
             raise DataError("data.path is empty: give the .npz file, e.g. data.path=/data/scene.npz")
         self.path = Path(path).expanduser()
         self.band_names = list(band_names) if band_names else None
+        #: per scene key, [row, col, height, width] windows marked as no data (an evaluation split's
+        #: test tiles, `rsssl.eval.seg_data.evaluation_test_windows`): no training tile or statistic uses them
+        self.leave_out = {k: [list(map(int, w)) for w in v] for k, v in (leave_out or {}).items()}
 
     def load(self) -> list[Scene]:
         from rsssl.data.npz import load_npz_scenes
 
-        return list(load_npz_scenes(self.path, band_names=self.band_names))
+        kept = []
+        for scene in load_npz_scenes(self.path, band_names=self.band_names):
+            windows = self.leave_out.get(scene.name, [])
+            if windows:
+                valid = (
+                    np.ones((scene.height, scene.width), bool) if scene.valid is None else scene.valid.copy()
+                )
+                for row, col, height, width in windows:
+                    valid[row : row + height, col : col + width] = False
+                if not valid.any():  # a test image as a whole: no scene of pretraining at all
+                    continue
+                scene.valid = valid
+            kept.append(scene)
+        if not kept:
+            raise DataError(
+                f"{self.path}: every scene lies in the evaluation's test split, none is left to pretrain on: "
+                "pretrain on other data, or set data.leave_out_test=false"
+            )
+        return kept
 
     def describe(self) -> dict:
         from rsssl.data.index import file_identity
 
         if not self.path.exists():
             return {"npz": str(self.path)}
-        return {"npz": file_identity(self.path), "band_names": self.band_names}
+        described = {"npz": file_identity(self.path), "band_names": self.band_names}
+        return described | ({"leave_out": self.leave_out} if self.leave_out else {})
 
 
 class GeoTiffSource(Source):

@@ -220,6 +220,71 @@ def npz_segmentation(
     )
 
 
+def evaluation_test_windows(
+    path: str | Path,
+    tile_size: int | None = None,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    mask_key: str | None = None,
+    enabled: bool = True,
+) -> dict[str, list[list[int]]]:
+    """Where the test tiles of `npz_segmentation(path, ...)` (same settings) lie in the scenes that
+    pretraining reads from the same file: {scene key: [[row, col, height, width], ...]}. With
+    them the pretraining source leaves the test imagery out (`NpzSource(leave_out=...)`), so an
+    encoder is never pretrained on the pixels it is then judged on.
+
+    Pre-cut ``tiles`` are traced back by ``tile_source`` (the scene ``image_<source>``) and
+    ``tile_offset_rc`` (without offsets, the whole source image); one ``image`` by its tile grid.
+    `enabled` false (`data.leave_out_test=false`) gives none.
+    """
+    if not enabled:
+        return {}
+    path = Path(path).expanduser()
+    with np.load(path, allow_pickle=False) as archive:
+        keys = archive.files
+        if "tiles" in keys:
+            if "tile_source" not in keys:
+                raise DataError(
+                    f"{path}: its 'tiles' carry no 'tile_source', so where they lie in the file's images is "
+                    "unknown and pretraining cannot leave the test tiles out: add 'tile_source' (and "
+                    "'tile_offset_rc'), or set data.leave_out_test=false (pretraining then sees the test "
+                    "imagery)"
+                )
+            groups = archive["tile_source"]
+            _, test = split_indices(len(groups), groups, test_fraction, seed)
+            offsets = archive["tile_offset_rc"] if "tile_offset_rc" in keys else None
+            raw = archive["tiles"].shape
+            side = raw[1] if raw[-1] <= 16 and raw[1] > 16 else raw[2]  # N x t x t x C or N x C x t x t
+            windows: dict[str, list[list[int]]] = {}
+            for i in test:
+                scene = f"image_{groups[i]}"
+                if scene not in keys:
+                    continue
+                if offsets is None:
+                    height, width = _image_size(archive[scene])
+                    windows[scene] = [[0, 0, height, width]]
+                else:
+                    windows.setdefault(scene, []).append([int(offsets[i][0]), int(offsets[i][1]), side, side])
+            return windows
+        if "image" not in keys:
+            return {}
+        found = [k for k in ((mask_key,) if mask_key else MASK_KEYS) if k in keys]
+        if not found:
+            return {}
+        height, width = archive[found[0]].shape
+    size = DEFAULT_TILE_SIZE if tile_size is None else tile_size
+    rows, cols = height // size, width // size
+    _, test = split_indices(rows * cols, None, test_fraction, seed)
+    return {"image": [[int(i // cols) * size, int(i % cols) * size, size, size] for i in test]}
+
+
+def _image_size(array: np.ndarray) -> tuple[int, int]:
+    """(height, width) of an H x W, C x H x W or H x W x C image (the band axis is the short one)."""
+    if array.ndim == 2:
+        return array.shape
+    return array.shape[1:] if array.shape[0] < array.shape[-1] else array.shape[:2]
+
+
 def synthetic_segmentation(
     num_bands: int = 4,
     num_classes: int = 8,
