@@ -156,3 +156,18 @@ def test_the_spectral_benchmark_judges_tiles_and_pixels_on_13_bands():
         100,
         1.0,
     ]
+
+
+def test_the_tree_crown_benchmark_pretrains_in_domain_without_its_test_split():
+    jobs = {tuple(sorted(job)) for job in _jobs("treecrown_segmentation")}
+    methods = ("simclr", "glcnet", "false_simclr", "false_glcnet", "moco", "random_init")
+    assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        cfg = compose("pretrain", ["+experiment=treecrown_segmentation", "method=glcnet"])
+    assert cfg.data.leave_out_test and cfg.data.path.endswith("deepforest_treecrowns_dev.npz")
+    assert cfg.eval.segmentation.pretrained_decoder and list(cfg.eval.segmentation.fractions) == [
+        0.01,
+        0.1,
+        1.0,
+    ]
