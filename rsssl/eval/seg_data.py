@@ -253,15 +253,16 @@ def evaluation_test_windows(
             groups = archive["tile_source"]
             _, test = split_indices(len(groups), groups, test_fraction, seed)
             offsets = archive["tile_offset_rc"] if "tile_offset_rc" in keys else None
-            raw = archive["tiles"].shape
-            side = raw[1] if raw[-1] <= 16 and raw[1] > 16 else raw[2]  # N x t x t x C or N x C x t x t
+            side = _to_nchw(_pixels(archive["tiles"], "tiles", path), None, "tiles", path)[0].shape[-1]
             windows: dict[str, list[list[int]]] = {}
             for i in test:
                 scene = f"image_{groups[i]}"
                 if scene not in keys:
                     continue
                 if offsets is None:
-                    height, width = _image_size(archive[scene])
+                    height, width = _to_nchw(_pixels(archive[scene], scene, path), None, scene, path)[
+                        0
+                    ].shape[-2:]
                     windows[scene] = [[0, 0, height, width]]
                 else:
                     windows.setdefault(scene, []).append([int(offsets[i][0]), int(offsets[i][1]), side, side])
@@ -276,13 +277,6 @@ def evaluation_test_windows(
     rows, cols = height // size, width // size
     _, test = split_indices(rows * cols, None, test_fraction, seed)
     return {"image": [[int(i // cols) * size, int(i % cols) * size, size, size] for i in test]}
-
-
-def _image_size(array: np.ndarray) -> tuple[int, int]:
-    """(height, width) of an H x W, C x H x W or H x W x C image (the band axis is the short one)."""
-    if array.ndim == 2:
-        return array.shape
-    return array.shape[1:] if array.shape[0] < array.shape[-1] else array.shape[:2]
 
 
 def synthetic_segmentation(

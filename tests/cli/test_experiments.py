@@ -22,6 +22,13 @@ def _jobs(experiment: str, *overrides: str) -> list[list[str]]:
     return sweep_jobs(cfg, list(overrides))
 
 
+def _cfg(experiment: str, *overrides: str):
+    """The composed config of `+experiment=<experiment>` with `overrides`."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        return compose("pretrain", [f"+experiment={experiment}", *overrides])
+
+
 def test_synthetic_benchmark_runs_every_method_with_three_pretraining_seeds():
     jobs = {tuple(sorted(job)) for job in _jobs("synthetic_benchmark")}
     methods = ("moco", "saumoco", "simclr", "sticl", "last", "random_init")
@@ -37,9 +44,7 @@ def test_segmentation_benchmark_compares_glcnet_and_false_with_image_level_contr
     jobs = {tuple(sorted(job)) for job in _jobs("segmentation_benchmark")}
     methods = ("simclr", "glcnet", "false_simclr", "false_glcnet", "moco", "random_init")
     assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose("pretrain", ["+experiment=segmentation_benchmark", "method=false_glcnet"])
+    cfg = _cfg("segmentation_benchmark", "method=false_glcnet")
     seg = cfg.eval.segmentation
     assert list(seg.fractions) == [0.01, 0.1, 1.0] and list(seg.modes) == ["frozen", "finetune"]
     assert seg.pretrained_decoder and seg.decoder == "fpn" and cfg.eval.tasks == ["segmentation"]
@@ -50,9 +55,7 @@ def test_segmentation_benchmark_compares_glcnet_and_false_with_image_level_contr
 
 
 def test_synthetic_benchmark_probes_at_the_label_budgets_the_method_issues_compare():
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose("pretrain", ["+experiment=synthetic_benchmark", "method=last"])
+    cfg = _cfg("synthetic_benchmark", "method=last")
     budgets = list(cfg.eval.classification.budgets)
     assert [b for b in budgets if isinstance(b, int)] == [5, 20, 50, 100]  # labels per class
     assert list(cfg.data.eval_splits) == ["standard", "region", "date"]
@@ -62,9 +65,7 @@ def test_tao2020_compares_five_pretext_signals_at_5_and_20_labels_per_class():
     jobs = {tuple(sorted(job)) for job in _jobs("tao2020")}
     methods = ("simclr", "inpainting", "jigsaw", "colorization", "rotation")
     assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose("pretrain", ["+experiment=tao2020", "method=jigsaw"])
+    cfg = _cfg("tao2020", "method=jigsaw")
     cls = cfg.eval.classification
     assert cfg.eval.tasks == ["classification"] and list(cls.protocols) == ["linear", "finetune"]
     assert list(cls.budgets) == [5, 20] and list(cls.finetune.budgets) == [5, 20]
@@ -142,11 +143,7 @@ def test_the_spectral_benchmark_judges_tiles_and_pixels_on_13_bands():
     assert jobs == {
         tuple(sorted((f"method={m}", f"seed={s}"))) for m in ("moco", "simclr", "last") for s in range(3)
     }
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose(
-            "pretrain", ["+experiment=spectral_benchmark", "method=spectral_mae", "backbone=spectral"]
-        )
+    cfg = _cfg("spectral_benchmark", "method=spectral_mae", "backbone=spectral")
     assert cfg.data.num_bands == 13 and cfg.eval.tasks == ["classification", "segmentation"]
     assert list(cfg.eval.pixel.protocols) == ["pixel_linear", "pixel_ridge", "tile_ridge"]
     assert list(cfg.eval.segmentation.modes) == [] and list(cfg.eval.classification.budgets) == [
@@ -162,9 +159,7 @@ def test_the_tree_crown_benchmark_pretrains_in_domain_without_its_test_split():
     jobs = {tuple(sorted(job)) for job in _jobs("treecrown_segmentation")}
     methods = ("simclr", "glcnet", "false_simclr", "false_glcnet", "moco", "random_init")
     assert jobs == {tuple(sorted((f"method={m}", f"seed={s}"))) for m in methods for s in range(3)}
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
-        cfg = compose("pretrain", ["+experiment=treecrown_segmentation", "method=glcnet"])
+    cfg = _cfg("treecrown_segmentation", "method=glcnet")
     assert cfg.data.leave_out_test and cfg.data.path.endswith("deepforest_treecrowns_dev.npz")
     assert cfg.eval.segmentation.pretrained_decoder and list(cfg.eval.segmentation.fractions) == [
         0.01,
