@@ -14,7 +14,8 @@ Solvers (`solver`):
   form with absorption into log-domain potentials whenever the scalings grow (Schmitzer's
   stabilisation, POT's `sinkhorn_stabilized`), so a small regularisation neither under- nor
   overflows. `reg` is relative to each problem's mean cost (scale-free across band counts and
-  normalisations), and `iterations` is fixed (no host sync on a GPU).
+  normalisations), `iterations` is fixed (no host sync on a GPU), and `relaxation` ω over-relaxes
+  every update (ω = 1: plain Sinkhorn; 1 < ω < 2 converges in fewer iterations, Thibault et al. 2021).
 - "emd": POT's exact network-simplex plan (`ot.emd`), one image at a time on the CPU: the
   official code's solver, for fidelity checks.
 
@@ -38,7 +39,9 @@ SOLVERS = ("sinkhorn", "emd")
 FIXED_SEED = 42  # the official code's RandomState(42)
 ABSORB_ABOVE = 1e6  # scalings beyond this are absorbed into the potentials (float32-safe: see
 # sinkhorn_scalings)
-ASSIGN_CHUNK = 1 << 22  # pixel-to-sample distances computed this many at a time
+REBUILD_AFTER = 40.0  # log-factors absorbed into the kernel in place before it is recomputed
+ASSIGN_CHUNK = 1 << 22  # pixel-to-sample scores formed this many at a time on a GPU
+CPU_ASSIGN_ENTRIES = 1 << 19  # ... and on a CPU (2 MB: one core's L2 cache and a little more)
 CPU_CACHE_BYTES = 8 << 20  # kernels solved together on a CPU (two 1000 x 1000 problems)
 
 
@@ -50,6 +53,7 @@ class TransferSettings:
     solver: str = "sinkhorn"
     reg: float = 0.05
     iterations: int = 50
+    relaxation: float = 1.0
     fixed_subsample: bool = False
 
     def __post_init__(self) -> None:
@@ -59,6 +63,10 @@ class TransferSettings:
             raise ValueError(
                 f"scene transfer: num_samples={self.num_samples}, iterations={self.iterations} and "
                 f"reg={self.reg} must all be positive"
+            )
+        if not 1.0 <= self.relaxation < 2.0:
+            raise ValueError(
+                f"scene transfer: relaxation={self.relaxation} must lie in [1, 2) (1: plain Sinkhorn)"
             )
 
 
@@ -81,7 +89,9 @@ def squared_distances(x: Tensor, y: Tensor) -> Tensor:
     return (cross + (x * x).sum(-1)[:, :, None]).clamp_min_(0.0)
 
 
-def sinkhorn_scalings(cost: Tensor, reg: float, iterations: int) -> tuple[Tensor, Tensor, Tensor]:
+def sinkhorn_scalings(
+    cost: Tensor, reg: float, iterations: int, relaxation: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor]:
     """(u, K, v) with n γ = diag(u) K diag(v), γ the entropic plan between uniform marginals, for
     B x n x m costs; ε = reg x each problem's mean cost. u: B x 1 x n, v: B x 1 x m.
 
@@ -90,9 +100,18 @@ def sinkhorn_scalings(cost: Tensor, reg: float, iterations: int) -> tuple[Tensor
     sums n / m (the plan scaled by n, so the scalings stay near 1), and K = exp(F ⊕ G − C / ε)
     kept relative to log-domain potentials F, G (in units of ε): a scaling that leaves
     [1 / `ABSORB_ABOVE`, `ABSORB_ABOVE`] after its update is absorbed at once (F += log u, or
-    G += log v, and K recomputed), so nothing under- or overflows: the entries of K that carry
-    mass are then at least 1e-12 / m, far above float32's smallest normal number. F, G start as
-    the double c-transform of zero, so K <= 1 with an entry of 1 in every row.
+    G += log v), so nothing under- or overflows: the entries of K that carry mass are then at
+    least 1e-12 / m, far above float32's smallest normal number. An absorption scales K's rows
+    (or columns) in place; K is recomputed from F and G (an exponential per entry, 20 times the
+    cost) only once the absorbed factors since the last recomputation could lift an entry that
+    underflowed by more than e^`REBUILD_AFTER`, so every entry above e^(REBUILD_AFTER − 87) ≈ 4e-21
+    is what a recomputation gives, up to rounding. F, G start as the double c-transform of zero,
+    so K <= 1 with an entry of 1 in every row.
+
+    `relaxation` ω replaces each update by its over-relaxed form v ← v^(1−ω) (b / Kᵀu)^ω (the
+    log-potentials move ω times Sinkhorn's step; absorption is unchanged, since the absorbed part
+    of a potential is not in v): on real tiles ω = 1.5 reaches in 20 iterations the plan plain
+    Sinkhorn reaches in 50.
     """
     cost = cost if cost.dtype == torch.float64 else cost.float()
     batch, n, m = cost.shape
@@ -103,34 +122,47 @@ def sinkhorn_scalings(cost: Tensor, reg: float, iterations: int) -> tuple[Tensor
     scaled = cost.div(eps).neg_()  # -C / ε
     potential_g = -scaled.amax(dim=1, keepdim=True)  # B x 1 x m
     potential_f = -(scaled + potential_g).amax(dim=2, keepdim=True)  # B x n x 1
-
-    def kernel_of() -> Tensor:
-        return torch.add(scaled, potential_f).add_(potential_g).exp_()
+    kernel = torch.add(scaled, potential_f).add_(potential_g).exp_()
+    drift = 0.0  # bound on |log| of the factors absorbed into K since it was last recomputed
 
     def out_of_range(scaling: Tensor) -> bool:
-        return bool(((scaling > ABSORB_ABOVE) | (scaling < 1 / ABSORB_ABOVE)).any())
+        low, high = torch.aminmax(scaling)
+        return bool(high > ABSORB_ABOVE) or bool(low < 1 / ABSORB_ABOVE)
 
-    kernel = kernel_of()
+    def absorb(scaling: Tensor, potential: Tensor) -> Tensor:
+        """Move a B x n x 1 or B x 1 x m scaling into its potential and into K; the new potential."""
+        nonlocal kernel, drift
+        logs = scaling.log()
+        drift += float(logs.abs().amax())
+        if drift > REBUILD_AFTER:
+            kernel, drift = torch.add(scaled, potential_f).add_(potential_g).add_(logs).exp_(), 0.0
+        else:
+            kernel.mul_(scaling)
+        return potential + logs
+
+    def relaxed(scaling: Tensor, update: Tensor) -> Tensor:
+        return update if relaxation == 1.0 else scaling.pow(1.0 - relaxation).mul_(update.pow_(relaxation))
+
     u, v = torch.ones_like(a), torch.ones_like(b)
     for _ in range(iterations):
-        v = b / (u @ kernel).clamp_min(tiny)
+        v = relaxed(v, b / (u @ kernel).clamp_min(tiny))
         if out_of_range(v):
-            potential_g, v = potential_g + v.log(), torch.ones_like(b)
-            kernel = kernel_of()
-        u = a / (v @ kernel.transpose(1, 2)).clamp_min(tiny)
+            potential_g, v = absorb(v, potential_g), torch.ones_like(b)
+        u = relaxed(u, a / (v @ kernel.transpose(1, 2)).clamp_min(tiny))
         if out_of_range(u):
-            potential_f, u = potential_f + u.transpose(1, 2).log(), torch.ones_like(a)
-            kernel = kernel_of()
+            potential_f, u = absorb(u.transpose(1, 2), potential_f), torch.ones_like(a)
     return u, kernel, v
 
 
-def sinkhorn_plans(cost: Tensor, reg: float, iterations: int) -> Tensor:
+def sinkhorn_plans(cost: Tensor, reg: float, iterations: int, relaxation: float = 1.0) -> Tensor:
     """The B entropic plans diag(u) K diag(v) / n of `sinkhorn_scalings`, materialised."""
-    u, kernel, v = sinkhorn_scalings(cost, reg, iterations)
+    u, kernel, v = sinkhorn_scalings(cost, reg, iterations, relaxation)
     return u.transpose(1, 2) * kernel * v / cost.shape[1]
 
 
-def sinkhorn_targets(source: Tensor, target: Tensor, reg: float, iterations: int) -> Tensor:
+def sinkhorn_targets(
+    source: Tensor, target: Tensor, reg: float, iterations: int, relaxation: float = 1.0
+) -> Tensor:
     """n γ Y = diag(u) K (diag(v) Y), the barycentres of the source samples under the entropic
     plans between B x n x C `source` and B x m x C `target` samples, without forming γ.
 
@@ -144,7 +176,8 @@ def sinkhorn_targets(source: Tensor, target: Tensor, reg: float, iterations: int
     mapped = []
     for start in range(0, len(source), per_chunk):
         part = slice(start, start + per_chunk)
-        u, kernel, v = sinkhorn_scalings(squared_distances(source[part], target[part]), reg, iterations)
+        cost = squared_distances(source[part], target[part])
+        u, kernel, v = sinkhorn_scalings(cost, reg, iterations, relaxation)
         mapped.append(u.transpose(1, 2) * (kernel @ (v.transpose(1, 2) * target[part])))
     return torch.cat(mapped)
 
@@ -161,20 +194,32 @@ def emd_plans(cost: Tensor) -> Tensor:
 
 
 def map_pixels(images: Tensor, source: Tensor, mapped: Tensor) -> Tensor:
-    """Move every pixel by the displacement of its nearest source sample (`mapped` − `source`)."""
+    """Move every pixel by the displacement of its nearest source sample (`mapped` − `source`).
+
+    The pixel-to-sample scores are formed a block at a time: `ASSIGN_CHUNK` of them on a GPU, a
+    cache-sized block of one image's pixels on a CPU (`CPU_ASSIGN_ENTRIES`), which the argmin then
+    reads from the cache."""
     batch, channels, height, width = images.shape
     pixels = images.flatten(2).transpose(1, 2)  # B x HW x C
     displacement = mapped - source
-    per_image = max(1, ASSIGN_CHUNK // max(1, height * width * source.shape[1]))
+    samples = source.shape[1]
     squares = (source**2).sum(-1)[:, None, :]  # B x 1 x n
-    moved = []
+    if images.device.type == "cpu":
+        per_image, rows = 1, max(1, CPU_ASSIGN_ENTRIES // samples)
+    else:
+        per_image, rows = max(1, ASSIGN_CHUNK // max(1, height * width * samples)), height * width
+    shift = torch.empty_like(pixels)
     for start in range(0, batch, per_image):
         part = slice(start, start + per_image)
-        # argmin_i |x - s_i|^2 = argmin_i (|s_i|^2 - 2 x.s_i): |x|^2 never changes the winner
-        scores = torch.baddbmm(squares[part], pixels[part], source[part].transpose(1, 2), alpha=-2.0)
-        shift = displacement[part].gather(1, scores.argmin(dim=2)[..., None].expand(-1, -1, channels))
-        moved.append(pixels[part] + shift)
-    return torch.cat(moved).transpose(1, 2).reshape(batch, channels, height, width)
+        for row in range(0, height * width, rows):
+            block = slice(row, row + rows)
+            # argmin_i |x - s_i|^2 = argmin_i (|s_i|^2 - 2 x.s_i): |x|^2 never changes the winner
+            scores = torch.baddbmm(
+                squares[part], pixels[part, block], source[part].transpose(1, 2), alpha=-2.0
+            )
+            nearest = scores.argmin(dim=2)[..., None].expand(-1, -1, channels)
+            shift[part, block] = displacement[part].gather(1, nearest)
+    return (pixels + shift).transpose(1, 2).reshape(batch, channels, height, width)
 
 
 def scene_transfer(images: Tensor, styles: Tensor, settings: TransferSettings | None = None) -> Tensor:
@@ -191,7 +236,7 @@ def scene_transfer(images: Tensor, styles: Tensor, settings: TransferSettings | 
     source = sample_pixels(work, settings.num_samples, settings.fixed_subsample)
     target = sample_pixels(styles.float(), settings.num_samples, settings.fixed_subsample)
     if settings.solver == "sinkhorn":
-        mapped = sinkhorn_targets(source, target, settings.reg, settings.iterations)
+        mapped = sinkhorn_targets(source, target, settings.reg, settings.iterations, settings.relaxation)
     else:  # barycentres of the samples under the exact plans
         plans = emd_plans(squared_distances(source, target)).to(target.dtype)
         mapped = settings.num_samples * (plans @ target)

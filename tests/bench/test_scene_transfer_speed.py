@@ -4,16 +4,18 @@ fraction of a MoCo v2 step, in one run (`make bench`; on the GPU too under `make
 The issue's targets: at least 20x faster than per-sample POT EMD on the CPU, under 10 % of a MoCo
 v2 step on the GPU. One batch: 64 real PlanetScope tiles of 64 x 64 px (3 bands, standardised as
 the method sees them) recoloured into 64 others, 1000 sampled pixels each, with STICL's own
-transfer settings (`conf/method/sticl.yaml`). On the project's 2-core CPU the batched Sinkhorn
-measured 9x (2026-12-01): its 2 x 50 vector-matrix products per 1000 x 1000 problem stream each
-4 MB kernel from the L3 cache, its absorptions recompute the kernel, and the nearest-sample
-assignment scores 4096 x 1000 pairs per tile; so the CPU assertion guards that level (6x), not the
-unmet 20x target.
+transfer settings (`conf/method/sticl.yaml`) and over-relaxed (ω 1.5, 20 iterations); each one's
+distance to the official pixels is printed. On the project's 2-core CPU (2026-12-01) STICL's
+settings measured 17x, the over-relaxed solver 21x: 100 vector-matrix products per 1000 x 1000
+problem, each streaming a 4 MB kernel from the L3 cache, are about half the cost, the
+nearest-sample assignment (4096 x 1000 scores per tile) a fifth. The assertions guard those levels
+less the run-to-run noise (12x and 16x).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ import ot
 import pytest
 import torch
 
-from rsssl.data.scene_transfer import scene_transfer
+from rsssl.data.scene_transfer import TransferSettings, scene_transfer
 from tests.bench.test_method_step_cost import method_from_yaml, step_seconds
 
 BATCH, TILE, SAMPLES = 64, 64, 1000
@@ -59,10 +61,8 @@ def best_of(fn, repeats: int = 3) -> float:
     return min(times)
 
 
-def transfer_seconds(tiles: torch.Tensor, device: str) -> float:
+def transfer_seconds(tiles: torch.Tensor, device: str, settings: TransferSettings) -> float:
     images, styles = tiles[:BATCH].to(device), tiles[BATCH:].to(device)
-    settings = method_from_yaml("sticl").transfer
-    assert settings.num_samples == SAMPLES
 
     def run() -> None:
         scene_transfer(images, styles, settings)
@@ -71,6 +71,12 @@ def transfer_seconds(tiles: torch.Tensor, device: str) -> float:
 
     run()  # warm-up
     return best_of(run)
+
+
+def sticl_settings() -> TransferSettings:
+    settings = method_from_yaml("sticl").transfer
+    assert settings.num_samples == SAMPLES
+    return settings
 
 
 def moco_step_seconds(device: str) -> float:
@@ -82,20 +88,36 @@ def moco_step_seconds(device: str) -> float:
 def test_sinkhorn_transfer_is_faster_than_per_image_emd_on_the_cpu(data_dir):
     torch.manual_seed(0)
     tiles = planetscope_tiles(data_dir, 2 * BATCH)
-    ours = transfer_seconds(tiles, "cpu")
-    official = best_of(lambda: official_transfer(tiles[:8], tiles[BATCH : BATCH + 8]), repeats=1) * BATCH / 8
-    moco = moco_step_seconds("cpu")
-    print(
-        f"scene transfer of {BATCH} PlanetScope tiles ({SAMPLES} samples each), CPU: Sinkhorn {ours:.3f} s, "
-        f"per-image POT EMD {official:.2f} s ({official / ours:.0f}x); MoCo v2 step {moco:.3f} s: the "
-        f"transfer of a whole batch is {ours / moco:.0%} of it (STICL transfers 10 % of the keys)"
+    sticl = sticl_settings()
+    relaxed = replace(sticl, iterations=20, relaxation=1.5)
+    start = time.perf_counter()
+    official = official_transfer(tiles[:8], tiles[BATCH : BATCH + 8])
+    official_seconds = (time.perf_counter() - start) * BATCH / 8
+    ours, faster, moco = (
+        transfer_seconds(tiles, "cpu", sticl),
+        transfer_seconds(tiles, "cpu", relaxed),
+        moco_step_seconds("cpu"),
     )
-    assert official > 6 * ours
+
+    def distance(settings: TransferSettings) -> float:  # mean |Δ| to the official pixels, in std units
+        moved = scene_transfer(tiles[:8], tiles[BATCH : BATCH + 8], settings).flatten(2).transpose(1, 2)
+        return float((moved.double() - torch.from_numpy(official)).abs().mean())
+
+    print(
+        f"scene transfer of {BATCH} PlanetScope tiles ({SAMPLES} samples each), CPU: per-image POT EMD "
+        f"{official_seconds:.2f} s; Sinkhorn at STICL's settings ({sticl.iterations} iterations) "
+        f"{ours:.3f} s ({official_seconds / ours:.1f}x), mean |Δ| to EMD's pixels {distance(sticl):.3f}; "
+        f"over-relaxed (ω {relaxed.relaxation}, {relaxed.iterations} iterations) {faster:.3f} s "
+        f"({official_seconds / faster:.1f}x), |Δ| {distance(relaxed):.3f}. MoCo v2 step {moco:.3f} s: a "
+        f"whole batch's transfer is {ours / moco:.0%} of it (STICL transfers 10 % of the keys)"
+    )
+    assert official_seconds > 12 * ours and official_seconds > 16 * faster
 
 
 @pytest.mark.gpu
 def test_sinkhorn_transfer_is_under_a_tenth_of_a_moco_step_on_the_gpu(data_dir):
-    ours, moco = transfer_seconds(planetscope_tiles(data_dir, 2 * BATCH), "cuda"), moco_step_seconds("cuda")
+    ours = transfer_seconds(planetscope_tiles(data_dir, 2 * BATCH), "cuda", sticl_settings())
+    moco = moco_step_seconds("cuda")
     print(
         f"scene transfer of {BATCH} tiles, GPU: {ours * 1e3:.1f} ms; "
         f"MoCo v2 step {moco * 1e3:.1f} ms ({ours / moco:.1%})"

@@ -74,3 +74,17 @@ def test_runs_made_before_a_setting_existed_keep_their_hash() -> None:
     assert config_hash(_cfg("sampling.strategy=balanced", "sampling.cell_size=9")) == config_hash(
         _cfg("sampling.strategy=balanced")
     )
+
+
+def test_a_setting_added_later_at_its_neutral_value_keeps_the_hash() -> None:
+    """STICL's `transfer.relaxation` came after the benchmark's STICL runs: at 1 (plain Sinkhorn,
+    what ran then) the config hashes as one without the key, at 1.5 it is another config."""
+    sticl = _cfg("method=sticl")
+    assert sticl.method.transfer.relaxation == 1.0
+    assert "relaxation" not in pretraining_config(sticl)["method"]["transfer"]
+    without = _cfg("method=sticl", "~method.transfer.relaxation")
+    assert "relaxation" not in without.method.transfer
+    assert config_hash(sticl) == config_hash(without)
+    relaxed = _cfg("method=sticl", "method.transfer.relaxation=1.5")
+    assert pretraining_config(relaxed)["method"]["transfer"]["relaxation"] == 1.5
+    assert config_hash(relaxed) != config_hash(sticl)

@@ -3,11 +3,14 @@ moments moved to the style's, batched equals per image, any band count."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import ot
 import pytest
 import torch
 
+import rsssl.data.scene_transfer as scene_transfer_module
 from rsssl.data.scene import DataError
 from rsssl.data.scene_transfer import (
     FIXED_SEED,
@@ -103,3 +106,72 @@ def test_bad_input_and_settings_are_named():
         TransferSettings(solver="lp")
     with pytest.raises(ValueError, match="must all be positive"):
         TransferSettings(reg=0.0)
+
+
+def log_domain_sinkhorn(cost: torch.Tensor, reg: float, iterations: int, relaxation: float) -> torch.Tensor:
+    """Reference: (over-relaxed) Sinkhorn on the log-potentials in float64, one plan at a time,
+    plain loops over the entries, the column update first; the plans scaled by n."""
+    plans = []
+    for problem in cost.double():
+        n, m = problem.shape
+        eps = reg * problem.mean().item()
+        # log-potentials in units of eps, from the double c-transform of zero (as the solver)
+        g = [min(problem[i, j].item() / eps for i in range(n)) for j in range(m)]
+        f = [min(problem[i, j].item() / eps - g[j] for j in range(m)) for i in range(n)]
+
+        def lse(values):
+            top = max(values)
+            return top + math.log(sum(math.exp(x - top) for x in values))
+
+        for _ in range(iterations):
+            for j in range(m):
+                step = math.log(n / m) - lse([f[i] - problem[i, j].item() / eps for i in range(n)])
+                g[j] = (1 - relaxation) * g[j] + relaxation * step
+            for i in range(n):
+                step = -lse([g[j] - problem[i, j].item() / eps for j in range(m)])
+                f[i] = (1 - relaxation) * f[i] + relaxation * step
+        plans.append(
+            [[math.exp(f[i] + g[j] - problem[i, j].item() / eps) for j in range(m)] for i in range(n)]
+        )
+    return torch.tensor(plans, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("relaxation", [1.0, 1.5])
+@pytest.mark.parametrize(
+    ("absorb_above", "rebuild_after", "absorptions_at_least"),
+    [(1e6, 40.0, 0), (10.0, 0.0, 10), (10.0, 40.0, 10), (10.0, math.inf, 10)],
+    ids=["defaults", "recompute-every-time", "mixed", "in-place-only"],
+)
+def test_scaling_form_equals_log_domain_sinkhorn(
+    monkeypatch, relaxation, absorb_above, rebuild_after, absorptions_at_least
+):
+    """The scaling form with the defaults (the scalings carry the updates), and with scalings
+    absorbed beyond 10 at a small reg (an absorption at most updates) by in-place scaling of K
+    alone, by recomputing K every time, or by the default mix: all give the log-domain plan."""
+    monkeypatch.setattr(scene_transfer_module, "ABSORB_ABOVE", absorb_above)
+    monkeypatch.setattr(scene_transfer_module, "REBUILD_AFTER", rebuild_after)
+    source, target = clouds(batch=2, n=12)
+    cost = squared_distances(source.double(), target.double())
+    reg = 0.005 if absorptions_at_least else 0.05
+    expected = log_domain_sinkhorn(cost, reg=reg, iterations=15, relaxation=relaxation)
+    absorptions = []
+    monkeypatch.setattr(
+        torch.Tensor, "log", lambda self, _log=torch.Tensor.log: absorptions.append(1) or _log(self)
+    )
+    plans = 12 * sinkhorn_plans(cost, reg=reg, iterations=15, relaxation=relaxation)
+    assert len(absorptions) >= absorptions_at_least  # the path under test was taken
+    torch.testing.assert_close(plans, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_over_relaxation_reaches_the_same_plan_in_fewer_iterations():
+    source, target = clouds(n=200)
+    cost = squared_distances(source, target)
+    converged = sinkhorn_plans(cost, 0.02, iterations=2000)
+    plain, relaxed = sinkhorn_plans(cost, 0.02, 20), sinkhorn_plans(cost, 0.02, 20, relaxation=1.5)
+    torch.testing.assert_close(sinkhorn_plans(cost, 0.02, 2000, relaxation=1.5), converged, rtol=0, atol=1e-6)
+    assert (relaxed - converged).abs().sum() < 0.5 * (plain - converged).abs().sum()
+
+
+def test_relaxation_outside_its_range_is_named():
+    with pytest.raises(ValueError, match=r"relaxation=2.0 must lie in \[1, 2\) \(1: plain Sinkhorn\)"):
+        TransferSettings(relaxation=2.0)

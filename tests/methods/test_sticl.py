@@ -81,7 +81,12 @@ DATA = {
         "method.style=other_time",
     ],
     "synthetic_dates_real_other_date": [*SYNTHETIC, "data.source.num_dates=3", "method.positive=other_time"],
-    "rgbn_geotiff_folder": ["data=geotiff", "data.root={d}/geotiff/rgbn", "data.band_preset=rgbn"],
+    "rgbn_geotiff_folder_over_relaxed": [
+        "data=geotiff",
+        "data.root={d}/geotiff/rgbn",
+        "data.band_preset=rgbn",
+        "method.transfer.relaxation=1.5",
+    ],
 }
 
 
