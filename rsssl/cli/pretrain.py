@@ -23,11 +23,12 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rsssl.cli import CONF_DIR
 from rsssl.cli.callbacks import ThroughputMonitor, ValidateAtMaxSteps
+from rsssl.cli.checkpoints import AtomicCheckpointIO, LastCheckpoint, StepSeeds
 from rsssl.cli.checks import check_config, refuse_bad_command_line
 from rsssl.cli.evaluate import evaluate_encoder
 from rsssl.cli.hydra_callbacks import regenerate_leaderboard
@@ -40,7 +41,7 @@ from rsssl.data.scene import DataError
 from rsssl.eval.suite import git_commit
 from rsssl.methods.base import SSLMethod
 from rsssl.models.backbones import ConfigError
-from rsssl.models.export import save_encoder
+from rsssl.models.export import WEIGHTS_NAME, save_encoder
 from rsssl.results.store import ResultRow, append_rows, record_config, relative_run_id
 
 register_resolvers()  # conf/pretrain.yaml's run_name uses ${data_id:${data}}
@@ -69,6 +70,7 @@ NOT_IN_CONFIG_HASH: dict[str, tuple[str, ...] | None] = {
     "seed": None,
     "stages": None,  # a learning path's list; each stage's own `stage` record says where it stands
     "resume": None,
+    "checkpoint_every_n_steps": None,
     "runs_dir": None,
     "run_name": None,
     "results": None,
@@ -247,11 +249,43 @@ def _skip_reason(run_folder: Path, ours: dict) -> str | None:
     return None if theirs == ours else config_differences(theirs, ours)
 
 
+def same_run(run_folder: Path, cfg: DictConfig) -> bool:
+    """Whether the run in `run_folder` is this config's run: same pretraining config (training
+    length included) and seed."""
+    config_file = run_folder / "config.yaml"
+    if not config_file.is_file():
+        return False
+    theirs = OmegaConf.load(config_file)
+    return config_hash(theirs) == config_hash(cfg) and theirs.get("seed") == cfg.get("seed")
+
+
+def earlier_run(cfg: DictConfig, run_dir: Path) -> tuple[str, Path] | None:
+    """`resume=auto`: ("finished", folder) for the newest earlier run of this config and seed that
+    exported its encoder, else ("stopped", its last.ckpt) for the newest one that has a checkpoint
+    (killed or failed part-way), else None (train from the start)."""
+    folders = sorted(
+        (p for p in run_dir.parent.iterdir() if p.is_dir() and p != run_dir and same_run(p, cfg)),
+        key=lambda p: p.name,
+        reverse=True,
+    )
+    for folder in folders:
+        if all((folder / name).is_file() for name in ("summary.json", "encoder.json", WEIGHTS_NAME)):
+            return "finished", folder
+    for folder in folders:
+        if (folder / "last.ckpt").is_file():
+            return "stopped", folder / "last.ckpt"
+    return None
+
+
 def find_resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     """`resume=true`: the newest earlier `last.ckpt` of this run name whose run has this
-    `resume_match` (the others are listed in the error when none has); `resume=<path>`: that file."""
+    `resume_match` (the others are listed in the error when none has); `resume=<path>`: that file;
+    `resume=auto`: a stopped earlier run's (`earlier_run`)."""
     if cfg.resume in (False, None):
         return None
+    if cfg.resume == "auto":
+        found = earlier_run(cfg, run_dir)
+        return found[1] if found is not None and found[0] == "stopped" else None
     if cfg.resume is not True:
         path = Path(str(cfg.resume)).expanduser()
         if not path.is_file():
@@ -354,20 +388,21 @@ def best_checkpoint_rule(validated: bool) -> tuple[str, str, str]:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list | None = None) -> L.Trainer:
-    """The Trainer of a run: `best.ckpt` by `best_checkpoint_rule`, `last.ckpt`, throughput.
+    """The Trainer of a run: `best.ckpt` by `best_checkpoint_rule`, `last.ckpt`, step seeds,
+    throughput, checkpoints written atomically (`rsssl.cli.checkpoints`).
 
-    `last.ckpt` has its own callback (no monitor: the newest state at every epoch end, the one
-    file overwritten): Lightning 2.6's `save_last` writes only beside a new best checkpoint, so a
-    run whose probe stopped improving would resume from its best epoch instead of its last.
-    `best` comes first: it is `trainer.checkpoint_callback`."""
+    `last.ckpt` has its own callback (no monitor: the newest state every `checkpoint_every_n_steps`
+    steps, at every epoch end and at the end, the one file overwritten): Lightning 2.6's
+    `save_last` writes only beside a new best checkpoint, so a run whose probe stopped improving
+    would resume from its best epoch instead of its last. `best` comes first: it is
+    `trainer.checkpoint_callback`."""
     monitor, mode, _ = best_checkpoint_rule(validated)
     best = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1
     )
-    last = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=str(run_dir), filename="last", save_top_k=1, enable_version_counter=False
-    )
-    callbacks = [best, last, ThroughputMonitor(), *([ValidateAtMaxSteps()] if validated else [])]
+    last = LastCheckpoint(run_dir, cfg.get("checkpoint_every_n_steps"))
+    callbacks = [best, last, StepSeeds(int(cfg.seed)), ThroughputMonitor()]
+    callbacks += [ValidateAtMaxSteps()] if validated else []
     sampling = sampling_settings(cfg)
     if sampling.strategy == "balanced":
         callbacks.append(PseudoLabelBalancer(sampling, seed=int(cfg.seed)))
@@ -376,7 +411,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list |
     if not validated:  # no validation loop at all, rather than one over an empty loader
         trainer_cfg["limit_val_batches"] = 0
     return L.Trainer(
-        default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir), callbacks=callbacks, **trainer_cfg
+        default_root_dir=str(run_dir),
+        logger=build_loggers(cfg, run_dir),
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # the training sampler splits the epoch itself (EpochSampler)
+        **trainer_cfg,
     )
 
 
@@ -436,6 +476,19 @@ def record_online_probe(cfg: DictConfig, summary: dict, meta: dict) -> None:
     append_rows(Path(cfg.results), [row], skip_existing=True)
 
 
+def reuse_finished_run(cfg: DictConfig, folder: Path) -> dict:
+    """`resume=auto` with this config and seed already trained: no training; its encoder is
+    evaluated (the results store skips what it already holds); returns its summary."""
+    log.info(f"resume=auto: {folder} already trained this config and seed; evaluating its encoder")
+    summary = json.loads((folder / "summary.json").read_text())
+    if cfg.get("eval") is not None:
+        meta = json.loads((folder / "encoder.json").read_text())
+        record_online_probe(cfg, summary, meta)
+        trains_backbone = get_class(cfg.method._target_).trains_backbone
+        evaluate_encoder(cfg, str(folder / WEIGHTS_NAME), include_encoder=trains_backbone)
+    return summary
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path | None = None,
@@ -452,6 +505,8 @@ def run(
     except ValueError as error:
         raise ConfigError(str(error)) from error
     route_lightning_logging()
+    if cfg.resume == "auto" and (found := earlier_run(cfg, run_dir)) is not None and found[0] == "finished":
+        return reuse_finished_run(cfg, found[1])
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     resume_from = find_resume_checkpoint(cfg, run_dir)

@@ -112,21 +112,34 @@ def kmeans(features: Tensor, k: int, iterations: int = 25, seed: int = 0) -> Ten
 class PseudoLabelBalancer(L.Callback):
     """`sampling.strategy: balanced`: before training and every `refresh_epochs` epochs, k-means on
     the backbone's features of every training tile sets the datamodule's sample weights so each
-    pseudo-class is drawn equally often."""
+    pseudo-class is drawn equally often. The weights in use are part of the checkpoint: a resumed
+    run draws with them (not with weights from its resumed features) until the next refresh."""
 
     def __init__(self, settings: SamplingSettings, seed: int = 0) -> None:
         self.settings, self.seed = settings, seed
+        self.weights: np.ndarray | None = None
+        self._restored = False
 
     def refresh(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         features = datamodule.train_features(pl_module.backbone, pl_module.device)
         labels = kmeans(features, self.settings.clusters, seed=self.seed + trainer.current_epoch)
-        datamodule.sample_weights = equal_share_weights(labels.cpu().numpy())
+        self.weights = datamodule.sample_weights = equal_share_weights(labels.cpu().numpy())
         sizes = sorted(torch.bincount(labels).tolist(), reverse=True)
         rank_zero_info(f"sampling: {len(sizes)} pseudo-classes of {sizes} tiles, each drawn equally often")
 
+    def state_dict(self) -> dict:
+        return {"weights": None if self.weights is None else torch.from_numpy(self.weights)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("weights") is not None:
+            self.weights, self._restored = torch.as_tensor(state["weights"]).numpy(), True
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.refresh(trainer, pl_module)
+        if self._restored:
+            trainer.datamodule.sample_weights = self.weights
+        else:
+            self.refresh(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.settings.refresh_epochs == 0:

@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader
 
 from rsssl.data.balance import SamplingSettings, equal_share_weights, geographic_cells
 from rsssl.data.bands import canonical_band_name
-from rsssl.data.sampling import EpochSampler, PairSampling, check_multi_date, neighbour_radii, tile_pixels
+from rsssl.data.sampling import (
+    EpochSampler,
+    PairSampling,
+    ResumableLoader,
+    check_multi_date,
+    neighbour_radii,
+    tile_pixels,
+)
 from rsssl.data.scene import BandSubsetScene, DataError, Scene
 from rsssl.data.sources import Source
 from rsssl.data.stats import STATS_VERSION, BandStats, cached_band_stats, compute_band_stats
@@ -277,19 +284,24 @@ class RSDataModule(L.LightningDataModule):
                 f"only {len(dataset)} tiles of {self.tile_size}px in the data, fewer than one batch of "
                 f"{batch_size}: lower data.batch_size or data.tile_size / data.stride"
             )
-        sampler = None
-        if train:  # shuffled (index, epoch) pairs: per-sample randomness follows the epoch
-            epoch = self._current_epoch if self.trainer is not None else None
-            sampler = EpochSampler(len(dataset), seed, epoch, weights=lambda: self.sample_weights)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+        workers = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.num_workers > 0,
+        }
+        if not train:
+            return DataLoader(dataset, batch_size=batch_size, **workers)
+        # shuffled (index, epoch) pairs: per-sample randomness follows the epoch
+        epoch = self._current_epoch if self.trainer is not None else None
+        sampler = EpochSampler(len(dataset), seed, epoch, weights=lambda: self.sample_weights)
+        return ResumableLoader(
+            dataset, batch_size, sampler=sampler, drop_last=True, position=self._training_position, **workers
         )
+
+    def _training_position(self) -> tuple[int, int]:
+        """(epoch, batches done in it) of the training loop now: what a resumed run skips."""
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return self.trainer.current_epoch, progress.processed
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training tiles with the extras the method requires; the seed of the shuffle

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch.utils.data import Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
 
 from rsssl.data.scene import DataError, Scene, Window, pixel_sizes
 
@@ -49,10 +50,15 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Shuffled `(index, epoch)` pairs; the permutation is seeded by (seed, epoch).
 
     `epoch` reads the current epoch (the trainer's, so a resumed run continues where it
-    stopped, also under DDP where Lightning wraps this sampler); without it every pass over
-    the sampler counts as one epoch. `weights` reads per-index weights (a sampling strategy's,
-    `rsssl.data.balance`) at the start of each pass: when it gives some, the pass draws `size`
-    indices with replacement in proportion to them, from the same (seed, epoch) generator.
+    stopped); without it every pass over the sampler counts as one epoch. `weights` reads
+    per-index weights (a sampling strategy's, `rsssl.data.balance`) at the start of each pass:
+    when it gives some, the pass draws `size` indices with replacement in proportion to them, from
+    the same (seed, epoch) generator. Under torch.distributed each process takes its share of
+    the epoch's order, as torch's DistributedSampler does (the order padded with its own start to
+    a multiple of the processes, then every world-size-th entry from the process's rank), so the
+    trainer runs without a sampler of its own (`use_distributed_sampler=False`). `resume_at`
+    makes the next pass over a given epoch leave out the first entries of this process's share
+    (a run resumed mid-epoch: their tiles are never read).
     """
 
     def __init__(
@@ -67,9 +73,22 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch = epoch
         self.weights = weights
         self.passes = 0
+        self._resume: tuple[int, int] | None = None
+
+    @staticmethod
+    def _processes() -> tuple[int, int]:
+        """(rank, world size) of this process: (0, 1) outside torch.distributed."""
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
 
     def __len__(self) -> int:
-        return self.size
+        return math.ceil(self.size / self._processes()[1])
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Leave out the first `skip` entries of this process's share in the next pass, if it is
+        over `epoch`."""
+        self._resume = (epoch, skip)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch() if self.epoch is not None else self.passes
@@ -80,7 +99,33 @@ class EpochSampler(Sampler[tuple[int, int]]):
             order = rng.permutation(self.size)
         else:
             order = rng.choice(self.size, size=self.size, replace=True, p=weights / weights.sum())
+        rank, world = self._processes()
+        if world > 1:
+            padded = np.resize(order, len(self) * world)  # repeats the order's start, as torch pads
+            order = padded[rank::world]
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == epoch:
+            order = order[resume[1] :]
         return iter([(int(i), epoch) for i in order])
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch through Lightning's stateful-loader interface:
+    its state is the training loop's position, `position()` = (epoch, batches done in it), which
+    Lightning stores in the checkpoint and gives back on resume, where the `EpochSampler` leaves
+    out the batches already done."""
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict:
+        epoch, batches = self.position() if self.position is not None else (0, 0)
+        return {"epoch": int(epoch), "batches": int(batches)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("batches"):
+            self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
 
 
 # ---- reading ---------------------------------------------------------------------------------

@@ -110,7 +110,6 @@ class SSLMethod(L.LightningModule):
         self.ema_cfg = {"base": 0.999, "final": 0.999}
         self.ema_cfg.update(ema or {})
         self.current_momentum = float(self.ema_cfg["base"])
-        self._step_before_batch = 0
         self.probe_lr = probe_lr
         self.batch_size = batch_size
 
@@ -157,7 +156,6 @@ class SSLMethod(L.LightningModule):
         return loss if loss.requires_grad else None  # nothing to learn in this batch (unlabelled baseline)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_before_batch = self.global_step
         if self.optimizer_cfg.get("weight_decay_end") is not None:
             self.schedule_weight_decay()
 
@@ -179,16 +177,18 @@ class SSLMethod(L.LightningModule):
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         self.clip_gradients(optimizer, gradient_clip_val=float(clip), gradient_clip_algorithm="norm")
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        """EMA of the momentum pairs once per optimiser step (not per accumulated micro-batch),
-        with the momentum following optimiser steps from `ema.base` to `ema.final`."""
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        """The optimiser step, then the EMA of the momentum pairs, with the momentum following
+        optimiser steps from `ema.base` to `ema.final`: once per optimiser step (not per
+        accumulated micro-batch), and inside the step, so a checkpoint a callback writes at the
+        batch's end already holds the updated targets."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         pairs = self.momentum_pairs
-        if not pairs or self.global_step == self._step_before_batch:  # no optimiser step in this batch
+        if not pairs:
             return
         total = max(1, self.trainer.estimated_stepping_batches)
-        self.current_momentum = cosine_ramp(
-            self.ema_cfg["base"], self.ema_cfg["final"], (self.global_step - 1) / total
-        )
+        done = self.global_step  # steps before this one: Lightning counts this one after the hook
+        self.current_momentum = cosine_ramp(self.ema_cfg["base"], self.ema_cfg["final"], done / total)
         for online, target in pairs:
             ema_update(online, target, self.current_momentum)
 

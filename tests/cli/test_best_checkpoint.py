@@ -57,8 +57,9 @@ def test_best_checkpoint_monitors_what_the_data_has(case, tmp_path, monkeypatch,
     assert [str(w.message) for w in recwarn] == []  # no missing monitored key, nor any other warning
     assert (run_dir / "best.ckpt").is_file()
     state = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=False)["callbacks"]
-    checkpointing, newest = [v for k, v in state.items() if k.startswith("ModelCheckpoint")]
-    assert newest["monitor"] is None  # last.ckpt's own callback: the newest state, unmonitored
+    (checkpointing,) = [
+        v for k, v in state.items() if k.startswith("ModelCheckpoint")
+    ]  # last.ckpt has its own
     assert checkpointing["monitor"] == expected["monitor"]
     with (run_dir / "metrics.csv").open() as file:
         logged = [float(row[expected["monitor"]]) for row in csv.DictReader(file) if row[expected["monitor"]]]
