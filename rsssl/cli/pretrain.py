@@ -39,7 +39,7 @@ from rsssl.data.balance import PseudoLabelBalancer, SamplingSettings
 from rsssl.data.datamodule import RSDataModule, format_data_summary
 from rsssl.data.scene import DataError
 from rsssl.eval.suite import git_commit
-from rsssl.methods.base import SSLMethod
+from rsssl.methods.base import SSLMethod, TrainingDiverged
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import WEIGHTS_NAME, save_encoder
 from rsssl.results.store import ResultRow, append_rows, record_config, relative_run_id
@@ -566,7 +566,7 @@ def main(cfg: DictConfig) -> None:
                 regenerate_leaderboard(cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... stages")
         else:
             run(cfg)
-    except (DataError, ConfigError) as error:
+    except (DataError, ConfigError, TrainingDiverged) as error:
         print(f"rsssl-pretrain: error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -74,6 +74,10 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops at that step, writing nothing after it."""
+
+
 class SSLMethod(L.LightningModule):
     """Base of every method. Subclasses implement `pretext_step` (and `momentum_pairs`)."""
 
@@ -141,6 +145,13 @@ class SSLMethod(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.pretext_step(batch)
         loss = out.loss
+        if not bool(torch.isfinite(loss.detach()).all()):
+            raise TrainingDiverged(
+                f"the {type(self).__name__} loss is {float(loss.detach())} at optimiser step "
+                f"{self.global_step + 1} (epoch {self.current_epoch}): training stopped before the step, "
+                "and the last.ckpt written before it is kept; lower optimizer.lr or raise "
+                "optimizer.warmup, and check the data for NaN or extreme values"
+            )
         logs = {f"train/{k}": v for k, v in out.logs.items()}
         logs["train/loss"] = out.loss.detach()
         if out.embeddings is not None:

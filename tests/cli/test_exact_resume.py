@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,28 @@ def test_a_sweep_run_again_with_resume_auto_finishes_only_what_is_missing(tmp_pa
         0,
         1,
     ]
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    """The loss is NaN at step 5: the run stops there with an error naming the step and the fix;
+    last.ckpt is the step-3 one, with finite weights; no encoder is exported and no row written."""
+    from rsssl.methods.moco import MoCo
+
+    step = MoCo.pretext_step
+
+    def diverging(self, batch):
+        out = step(self, batch)
+        return replace(out, loss=out.loss * float("nan")) if self.global_step == 4 else out
+
+    monkeypatch.setattr(MoCo, "pretext_step", diverging)
+    argv = ["method=moco", *RUN, "+eval=classification", f"results={tmp_path}/results.csv"]
+    err = failing(argv, tmp_path, monkeypatch, capsys)
+    assert "the MoCo loss is nan at optimiser step 5 (epoch 1): training stopped before the step" in err
+    assert "lower optimizer.lr or raise optimizer.warmup" in err
+    (checkpoint,) = checkpoints(tmp_path)
+    state = load(checkpoint)
+    assert state["global_step"] == 4  # the epoch end before the bad step (a step checkpoint came at 3)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert not list(checkpoint.parent.glob("encoder.*")) and not (tmp_path / "results.csv").exists()
