@@ -334,8 +334,13 @@ def check_checkpoint_fits(method: SSLMethod, path: Path, shown: int = 6) -> None
     """ConfigError naming the entries of `path`'s state that do not fit `method`, before Lightning
     would fail on them with a traceback (a run of another config: bands, queue size, classes)."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:  # weights_only met something else than tensors and plain values
+        raise ConfigError(
+            f"resume={path}: not a plain checkpoint: it holds Python objects, and only tensors and plain "
+            f"values load (weights_only; nothing in it was run): give a run's last.ckpt ({error})"
+        ) from error
+    except (RuntimeError, OSError, EOFError) as error:
         raise ConfigError(
             f"resume={path}: not a readable Lightning checkpoint ({error}): give a run's last.ckpt"
         ) from error
@@ -527,7 +532,12 @@ def run(
     log.info(f"best.ckpt: by the {'highest' if mode == 'max' else 'lowest'} {monitor} ({why})")
     trainer = build_trainer(cfg, run_dir, validated, callbacks or [])
     with harmless_lightning_warnings_silenced(run_dir):
-        trainer.fit(method, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+        trainer.fit(
+            method,
+            datamodule=datamodule,
+            ckpt_path=str(resume_from) if resume_from else None,
+            weights_only=True,
+        )
     meta = {
         "timm_name": cfg.backbone.name,
         "timm_kwargs": backbone_kwargs(cfg.backbone),

@@ -95,7 +95,7 @@ def start_from(method: SSLMethod, previous: StageOutcome, whole: bool) -> None:
     """Load the previous stage into `method`: its whole model but the online probe (`whole`), or
     its exported encoder; a model the previous stage's does not fit is a ConfigError."""
     if whole:
-        checkpoint = torch.load(previous.run_dir / "last.ckpt", map_location="cpu", weights_only=False)
+        checkpoint = torch.load(previous.run_dir / "last.ckpt", map_location="cpu", weights_only=True)
         state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("probe.")}
         missing, unexpected = method.load_state_dict(state, strict=False)
         problems = [k for k in missing if not k.startswith("probe.")] + list(unexpected)
@@ -144,7 +144,7 @@ class OptimizerStateCarry(Callback):
         self.checkpoint = checkpoint
 
     def on_train_start(self, trainer, pl_module) -> None:
-        saved = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["optimizer_states"][0]
+        saved = torch.load(self.checkpoint, map_location="cpu", weights_only=True)["optimizer_states"][0]
         optimizer = trainer.optimizers[0]
         current = optimizer.state_dict()
         params = [p for group in optimizer.param_groups for p in group["params"]]

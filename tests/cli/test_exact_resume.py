@@ -216,3 +216,23 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
     assert state["global_step"] == 4  # the epoch end before the bad step (a step checkpoint came at 3)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
     assert not list(checkpoint.parent.glob("encoder.*")) and not (tmp_path / "results.csv").exists()
+
+
+class RunsCode:
+    """Unpickling this calls `Path.touch` on its file: what a hostile checkpoint could do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_holding_python_objects_is_refused_unopened(tmp_path, monkeypatch, capsys):
+    """Checkpoints load with `weights_only`: one that holds arbitrary objects is refused with a clear
+    error, and the object's code never runs."""
+    hostile, touched = tmp_path / "hostile.ckpt", tmp_path / "ran"
+    torch.save({"state_dict": {}, "payload": RunsCode(touched)}, hostile)
+    err = failing([*SYNTHETIC, f"resume={hostile}"], tmp_path, monkeypatch, capsys)
+    assert f"resume={hostile}: not a plain checkpoint" in err and "only tensors and plain values load" in err
+    assert not touched.exists()
