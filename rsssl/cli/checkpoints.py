@@ -19,6 +19,7 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rsssl.data import draws
 from rsssl.models.backbones import ConfigError
 
 
@@ -59,7 +60,7 @@ class LastCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.sanity_checking or self._saved_at == trainer.global_step:
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: optimiser, loops, callbacks
         self._saved_at = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -73,24 +74,40 @@ class LastCheckpoint(L.Callback):
         self._save(trainer)
 
 
+def _seed_of(key: tuple[int, ...]) -> int:
+    return int(np.random.SeedSequence(key).generate_state(2, dtype=np.uint32).view(np.uint64)[0])
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """The seed of optimiser step `step` on process `rank` of a run seeded `seed` (64 bits)."""
-    return int(
-        np.random.SeedSequence((seed, rank, step)).generate_state(2, dtype=np.uint32).view(np.uint64)[0]
-    )
+    return _seed_of((seed, rank, step))
+
+
+def sample_seed(seed: int, step: int) -> int:
+    """The seed of step `step`'s per-sample draws (`rsssl.data.draws`): one for every process."""
+    return _seed_of((seed, step))
 
 
 class StepSeeds(L.Callback):
-    """Reseeds torch (every device), numpy and Python's `random` before each training batch from
-    (run seed, process rank, step): the augmentations and every other draw of a step are then
-    the same whether or not the run was stopped and resumed before it, whatever the loaders'
-    prefetching or the validation in between consumed."""
+    """Reseeds before each training batch from (run seed, step): the per-sample stream of
+    `rsssl.data.draws` (augmentations, masks, labels, partners; the same on every process), and
+    from (run seed, process rank, step) torch (every device), numpy and Python's `random` (what
+    each process draws for itself: dropout, drop-path). A step's draws are then the same whether
+    or not the run was stopped and resumed before it, whatever the loaders' prefetching or the
+    validation in between consumed, and whatever the number of processes."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        draws.reseed(sample_seed(self.seed, trainer.global_step))
         value = step_seed(self.seed, trainer.global_rank, trainer.global_step)
         torch.manual_seed(value)
         np.random.seed(value % 2**32)
         random.seed(value)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        draws.reseed(None)  # evaluation and anything after the fit draw from torch's RNG again
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        draws.reseed(None)

@@ -12,10 +12,12 @@ folder, so nothing already written is ever overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from rsssl.eval.suite import git_commit
 from rsssl.methods.base import SSLMethod, TrainingDiverged
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import WEIGHTS_NAME, save_encoder
+from rsssl.models.sync_bn import CPUSyncBatchNormPlugin
 from rsssl.results.store import ResultRow, append_rows, record_config, relative_run_id
 
 register_resolvers()  # conf/pretrain.yaml's run_name uses ${data_id:${data}}
@@ -153,13 +156,16 @@ def sampling_settings(cfg: DictConfig) -> SamplingSettings:
     return SamplingSettings(**OmegaConf.to_container(cfg.get("sampling") or {}, resolve=True))
 
 
-def build_datamodule(data_cfg: DictConfig, sampling: SamplingSettings | None = None) -> RSDataModule:
-    """The datamodule from a `conf/data/*.yaml`: its source plus the shared tiling settings."""
+def build_datamodule(
+    data_cfg: DictConfig, sampling: SamplingSettings | None = None, seed: int | None = None
+) -> RSDataModule:
+    """The datamodule from a `conf/data/*.yaml`: its source plus the shared tiling settings;
+    `seed` orders the training epochs."""
     source = instantiate(data_cfg.source)
     settings = {k: data_cfg[k] for k in DATAMODULE_KEYS if k in data_cfg}
     if settings.get("bands") is not None:
         settings["bands"] = list(settings["bands"])
-    return RSDataModule(source=source, sampling=sampling, **settings)
+    return RSDataModule(source=source, sampling=sampling, seed=seed, **settings)
 
 
 def backbone_kwargs(backbone_cfg: DictConfig) -> dict:
@@ -415,11 +421,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list |
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if not validated:  # no validation loop at all, rather than one over an empty loader
         trainer_cfg["limit_val_batches"] = 0
+    plugins = [AtomicCheckpointIO()]
+    if trainer_cfg.get("sync_batchnorm") and trainer_cfg.get("accelerator") == "cpu":
+        trainer_cfg["sync_batchnorm"] = False  # torch's SyncBatchNorm refuses CPU tensors
+        plugins.append(CPUSyncBatchNormPlugin())
     return L.Trainer(
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir),
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         use_distributed_sampler=False,  # the training sampler splits the epoch itself (EpochSampler)
         **trainer_cfg,
     )
@@ -494,6 +504,22 @@ def reuse_finished_run(cfg: DictConfig, folder: Path) -> dict:
     return summary
 
 
+def fold_into_rank_zero_folder(trainer: L.Trainer, run_dir: Path) -> None:
+    """Under torchrun or SLURM each process composes its own Hydra run folder (its own timestamp);
+    rank 0's is the run's. Another process's log moves into it as `pretrain.rank<k>.log` and the
+    rest of its folder (Hydra's copy of the config, `config.yaml`) goes, so a run is one folder."""
+    main_dir = Path(trainer.strategy.broadcast(str(run_dir)))
+    if trainer.is_global_zero or main_dir.resolve() == run_dir.resolve():
+        return
+    log = run_dir / "pretrain.log"
+    if log.exists():
+        log.replace(main_dir / f"pretrain.rank{trainer.global_rank}.log")
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / "config.yaml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # anything else in it stays
+        run_dir.rmdir()
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path | None = None,
@@ -515,7 +541,7 @@ def run(
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
     resume_from = find_resume_checkpoint(cfg, run_dir)
-    datamodule = build_datamodule(cfg.data, sampling_settings(cfg))
+    datamodule = build_datamodule(cfg.data, sampling_settings(cfg), seed=int(cfg.seed))
     datamodule.prepare()
     for line in format_data_summary(datamodule.summary()):
         log.info(line)
@@ -550,6 +576,8 @@ def run(
         "run_id": run_id,
         **datamodule.info(),
     }
+    if trainer.world_size > 1:
+        fold_into_rank_zero_folder(trainer, run_dir)
     if not trainer.is_global_zero:
         return {}
     weights = save_encoder(method.backbone, run_dir, meta, decoder=method.exported_decoder())

@@ -111,8 +111,10 @@ class RSDataModule(L.LightningDataModule):
         neighbor_units: str = "px",
         tile_units: str = "px",
         sampling: SamplingSettings | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
+        self.seed = seed
         if tile_units == "px":
             self._check_tile_size(tile_size)
         self.source = source
@@ -305,9 +307,10 @@ class RSDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training tiles with the extras the method requires; the seed of the shuffle
-        and of the extras comes from torch's RNG (so `seed_everything` reproduces it)."""
+        and of the extras is the run's (`seed`: the same on every process, whatever each drew
+        before), else one from torch's RNG (so `seed_everything` reproduces it)."""
         self.prepare()
-        seed = int(torch.randint(2**31 - 1, ()).item())
+        seed = self.seed if self.seed is not None else int(torch.randint(2**31 - 1, ()).item())
         dataset = self._dataset(self.train_scenes, self.train_index, self._pair_sampling(seed))
         return self._loader(dataset, train=True, seed=seed)
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rsssl.data import draws
 from rsssl.data.scene import DataError
 
 SOLVERS = ("sinkhorn", "emd")
@@ -78,7 +79,7 @@ def sample_pixels(images: Tensor, num_samples: int, fixed: bool = False) -> Tens
         positions = np.random.RandomState(FIXED_SEED).randint(0, height * width, num_samples)
         index = torch.as_tensor(positions, device=images.device).expand(batch, -1)
     else:
-        index = torch.randint(0, height * width, (batch, num_samples), device=images.device)
+        index = draws.randint(0, height * width, batch, num_samples, device=images.device)
     flat = images.flatten(2)  # B x C x HW
     return flat.gather(2, index[:, None, :].expand(-1, channels, -1)).transpose(1, 2)
 
@@ -232,9 +233,21 @@ def scene_transfer(images: Tensor, styles: Tensor, settings: TransferSettings | 
         )
     if len(images) == 0:
         return images
-    work = images.float()
-    source = sample_pixels(work, settings.num_samples, settings.fixed_subsample)
+    source = sample_pixels(images.float(), settings.num_samples, settings.fixed_subsample)
     target = sample_pixels(styles.float(), settings.num_samples, settings.fixed_subsample)
+    return transfer_with_samples(images, source, target, settings)
+
+
+def transfer_with_samples(
+    images: Tensor, source: Tensor, target: Tensor, settings: TransferSettings | None = None
+) -> Tensor:
+    """Each image recoloured by the transport from its B x n x C pixel sample `source` to the
+    B x n x C style sample `target` (`sample_pixels` of the image and of its style image)."""
+    settings = settings or TransferSettings()
+    if len(images) == 0:
+        return images
+    work = images.float()
+    source, target = source.to(work.dtype), target.to(work.dtype)
     if settings.solver == "sinkhorn":
         mapped = sinkhorn_targets(source, target, settings.reg, settings.iterations, settings.relaxation)
     else:  # barycentres of the samples under the exact plans

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rsssl.data import draws
+
 
 @dataclass
 class SpectralRecipe:
@@ -75,10 +77,6 @@ def band_groups(num_bands: int, recipe: SpectralRecipe) -> Tensor:
     return group
 
 
-def _chance(batch: int, p: float, device: torch.device) -> Tensor:
-    return torch.rand(batch, device=device) < p
-
-
 class SpectralViewMaker(torch.nn.Module):
     """One random spectral view of a normalised batch; composes with the spatial view makers."""
 
@@ -96,27 +94,27 @@ class SpectralViewMaker(torch.nn.Module):
         view = x.float()
         keep = torch.ones(batch, channels, device=device)
         if r.subset_p > 0:
-            fraction = torch.empty(batch, 1, device=device).uniform_(*r.subset_fraction)
+            fraction = draws.uniform(batch, 1, bounds=r.subset_fraction, device=device)
             count = (fraction * channels).ceil().clamp(1, channels)
-            rank = torch.rand(batch, channels, device=device).argsort(dim=1).argsort(dim=1)  # random ranks
+            rank = draws.rand(batch, channels, device=device).argsort(dim=1).argsort(dim=1)  # random ranks
             subset = (rank < count).float()
-            keep = torch.where(_chance(batch, r.subset_p, device)[:, None], subset, keep)
+            keep = torch.where(draws.chance(batch, r.subset_p, device)[:, None], subset, keep)
         if r.dropout_p > 0:
-            survive = (torch.rand(batch, channels, device=device) >= r.dropout).float()
+            survive = (draws.rand(batch, channels, device=device) >= r.dropout).float()
             keep = keep * torch.where(
-                _chance(batch, r.dropout_p, device)[:, None], survive, torch.ones_like(survive)
+                draws.chance(batch, r.dropout_p, device)[:, None], survive, torch.ones_like(survive)
             )
         view = view * keep[:, :, None, None]
         if r.gain_p > 0:
-            on = _chance(batch, r.gain_p, device)[:, None]
-            gain = torch.empty(batch, channels, device=device).uniform_(1 - r.gain, 1 + r.gain)
-            offset = torch.empty(batch, channels, device=device).uniform_(-r.offset, r.offset)
+            on = draws.chance(batch, r.gain_p, device)[:, None]
+            gain = draws.uniform(batch, channels, bounds=(1 - r.gain, 1 + r.gain), device=device)
+            offset = draws.uniform(batch, channels, bounds=(-r.offset, r.offset), device=device)
             gain, offset = torch.where(on, gain, 1.0), torch.where(on, offset, 0.0)
             view = view * gain[:, :, None, None] + offset[:, :, None, None] * keep[:, :, None, None]
         if r.shuffle_p > 0:
-            view = self._shuffle(view, _chance(batch, r.shuffle_p, device))
+            view = self._shuffle(view, draws.chance(batch, r.shuffle_p, device))
         if r.smooth_p > 0:
-            view = self._smooth(view, _chance(batch, r.smooth_p, device))
+            view = self._smooth(view, draws.chance(batch, r.smooth_p, device))
         return view.to(x.dtype)
 
     def _shuffle(self, x: Tensor, on: Tensor) -> Tensor:
@@ -125,7 +123,7 @@ class SpectralViewMaker(torch.nn.Module):
         batch, channels = x.shape[:2]
         groups = self.groups.to(x.device).float()
         slots = (groups * channels + torch.arange(channels, device=x.device)).argsort()  # C
-        keys = groups * 2 + torch.rand(batch, channels, device=x.device)  # random within a group
+        keys = groups * 2 + draws.rand(batch, channels, device=x.device)  # random within a group
         source = keys.argsort(dim=1)  # B x C
         permutation = torch.empty_like(source)
         permutation[:, slots] = source  # output band slots[k] <- input band source[:, k]
@@ -135,7 +133,7 @@ class SpectralViewMaker(torch.nn.Module):
     def _smooth(self, x: Tensor, on: Tensor) -> Tensor:
         """Gaussian smoothing along the band axis with a per-sample sigma, rows renormalised."""
         batch, channels = x.shape[:2]
-        sigma = torch.empty(batch, 1, 1, device=x.device).uniform_(*self.recipe.smooth_sigma)
+        sigma = draws.uniform(batch, 1, 1, bounds=self.recipe.smooth_sigma, device=x.device)
         bands = torch.arange(channels, device=x.device, dtype=x.dtype)
         weights = torch.exp(-((bands[:, None] - bands[None, :]) ** 2) / (2 * sigma**2))  # B x C x C
         weights = weights / weights.sum(dim=2, keepdim=True)

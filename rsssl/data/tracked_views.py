@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from rsssl.data import draws
 from rsssl.data.views import ViewMaker, ViewParams, apply_geometry
 
 # crop_resize locates output pixel centres in float32 pixel-edge coordinates: beyond 2**24 a
@@ -132,7 +133,8 @@ def matched_patches(
     the best-ranked remaining candidate (ties: the first in raster order) and then drops the
     candidates inside its view-A box, as GLCNet does, so the patches of one image overlap less.
     Image i's patches depend only on its own coordinates and row i of that draw. The generator
-    must be on the coordinates' device; None uses torch's global RNG.
+    must be on the coordinates' device; None draws from `rsssl.data.draws` (the same patches for
+    an image on one process or many).
     """
     if coords_a.ndim != 4 or coords_b.ndim != 4 or coords_a.shape[1] != 2 or coords_b.shape[1] != 2:
         raise ValueError(
@@ -165,7 +167,10 @@ def matched_patches(
     middle = (first + count // 2).clamp(max=key_b.shape[1] - 1)
     where_b = order_b.gather(1, middle)  # B×(h_a·w_a): flat view-B pixel of each view-A pixel's source
 
-    scores = torch.rand((batch, key_a.shape[1]), generator=generator, device=device)
+    if generator is None:
+        scores = draws.rand(batch, key_a.shape[1], device=device)
+    else:
+        scores = torch.rand((batch, key_a.shape[1]), generator=generator, device=device)
     rows_a = torch.arange(height_a, device=device).repeat_interleave(width_a)
     cols_a = torch.arange(width_a, device=device).repeat(height_a)
     half = patch_size // 2

@@ -1,8 +1,9 @@
 """Device-side view makers: batched, per-sample random augmentations for any band count.
 
 Input is a float batch B×C×H×W already normalised per band (zero mean, unit std), on any device.
-Every random parameter is drawn per sample with torch's global RNG (so `torch.manual_seed`
-reproduces a view) and applied in batch: no Python loop over samples.
+Every random parameter is drawn per sample through `rsssl.data.draws` (the same for a sample
+whatever the number of processes; torch's global RNG outside a training step, so
+`torch.manual_seed` reproduces a view) and applied in batch: no Python loop over samples.
 
 Pipeline of one view, in order:
   1. geometry: random resized crop (crop box per sample, antialiased resize with `roi_align`),
@@ -33,6 +34,7 @@ from kornia.filters import gaussian_blur2d
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from rsssl.data import draws
 from rsssl.data.bands import canonical_band_name, find_band
 from rsssl.data.scene import DataError
 
@@ -200,14 +202,6 @@ class ViewParams:
     size: tuple[int, int]
 
 
-def _uniform(shape: Sequence[int], low: float, high: float, device: torch.device) -> Tensor:
-    return torch.empty(shape, device=device).uniform_(low, high)
-
-
-def _chance(batch: int, p: float, device: torch.device) -> Tensor:
-    return torch.rand(batch, device=device) < p
-
-
 def sample_crop_boxes(
     batch: int,
     height: int,
@@ -220,15 +214,16 @@ def sample_crop_boxes(
     """torchvision's RandomResizedCrop box sampling, vectorised: the first of `attempts` draws
     (area fraction in `scale`, log-uniform aspect in `ratio`) that fits, else a centred crop with
     the aspect ratio clamped into `ratio`. Integer boxes (x1, y1, x2, y2), B×4 float."""
-    area = height * width * _uniform((batch, attempts), *scale, device)
-    aspect = torch.exp(_uniform((batch, attempts), math.log(ratio[0]), math.log(ratio[1]), device))
+    area = height * width * draws.uniform(batch, attempts, bounds=scale, device=device)
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    aspect = torch.exp(draws.uniform(batch, attempts, bounds=log_ratio, device=device))
     w = torch.sqrt(area * aspect).round()
     h = torch.sqrt(area / aspect).round()
     fits = (w >= 1) & (w <= width) & (h >= 1) & (h <= height)
     first = fits.int().argmax(dim=1, keepdim=True)
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
-    x1 = torch.floor(torch.rand(batch, device=device) * (width - w + 1))
-    y1 = torch.floor(torch.rand(batch, device=device) * (height - h + 1))
+    x1 = torch.floor(draws.rand(batch, device=device) * (width - w + 1))
+    y1 = torch.floor(draws.rand(batch, device=device) * (height - h + 1))
 
     in_ratio = width / height
     fallback_w, fallback_h = width, height
@@ -366,8 +361,8 @@ class ViewMaker(torch.nn.Module):
             boxes = full.expand(batch, 4).clone()
         else:
             boxes = sample_crop_boxes(batch, height, width, r.crop_scale, r.crop_ratio, device)
-        hflip, vflip = _chance(batch, r.hflip_p, device), _chance(batch, r.vflip_p, device)
-        k = torch.randint(0, 4, (batch,), device=device) if r.rot90 else torch.zeros(batch, dtype=torch.long)
+        hflip, vflip = draws.chance(batch, r.hflip_p, device), draws.chance(batch, r.vflip_p, device)
+        k = draws.randint(0, 4, batch, device=device) if r.rot90 else torch.zeros(batch, dtype=torch.long)
         size = (r.crop_size, r.crop_size) if r.crop_size else (height, width)
         return ViewParams(boxes, hflip, vflip, k.to(device), size)
 
@@ -396,11 +391,11 @@ class ViewMaker(torch.nn.Module):
             mean = (a @ mean[..., None]).squeeze(-1) + c
 
         def uniform(low: float, high: float, shape: tuple[int, ...], on: Tensor, neutral: float) -> Tensor:
-            drawn = torch.empty(shape, dtype=dtype, device=device).uniform_(low, high)
+            drawn = draws.uniform(*shape, bounds=(low, high), device=device).to(dtype)
             return torch.where(on.view(-1, *[1] * (len(shape) - 1)), drawn, torch.full_like(drawn, neutral))
 
         if jitter:
-            on = _chance(batch, r.jitter_p, device)
+            on = draws.chance(batch, r.jitter_p, device)
             if r.brightness > 0:
                 compose(eye, uniform(-r.brightness, r.brightness, (batch, channels), on, 0.0))
             if r.contrast > 0:
@@ -416,15 +411,16 @@ class ViewMaker(torch.nn.Module):
                 compose(_embed(_hue_rotation(angle), rgb, channels))
         if r.grayscale_p > 0:
             weights = self.grayscale_weights.to(x).expand(channels, channels)
-            compose(torch.where(_chance(batch, r.grayscale_p, device)[:, None, None], weights, eye))
+            compose(torch.where(draws.chance(batch, r.grayscale_p, device)[:, None, None], weights, eye))
         return torch.einsum("bij,bjhw->bihw", matrix, x) + offset[:, :, None, None]
 
     def _blur(self, x: Tensor) -> Tensor:
         r = self.recipe
         if r.blur_p == 0:
             return x
-        on = _chance(x.shape[0], r.blur_p, x.device)
-        sigma = _uniform((x.shape[0], 1), *r.blur_sigma, x.device).expand(-1, 2).to(x.dtype)
+        on = draws.chance(x.shape[0], r.blur_p, x.device)
+        sigma = draws.uniform(x.shape[0], 1, bounds=r.blur_sigma, device=x.device)
+        sigma = sigma.expand(-1, 2).to(x.dtype)
         largest_odd = 2 * ((min(x.shape[-2:]) - 1) // 2) + 1
         kernel = min(2 * math.ceil(3 * r.blur_sigma[1]) + 1, largest_odd)
         return torch.where(on.view(-1, 1, 1, 1), gaussian_blur2d(x, kernel, sigma), x)
@@ -433,6 +429,6 @@ class ViewMaker(torch.nn.Module):
         r = self.recipe
         if r.solarize_p == 0:
             return x
-        on = _chance(x.shape[0], r.solarize_p, x.device).view(-1, 1, 1, 1)
+        on = draws.chance(x.shape[0], r.solarize_p, x.device).view(-1, 1, 1, 1)
         t = r.solarize_threshold
         return torch.where(on & (x >= t), 2 * t - x, x)

@@ -145,7 +145,7 @@ class SSLMethod(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self.pretext_step(batch)
         loss = out.loss
-        if not bool(torch.isfinite(loss.detach()).all()):
+        if self.diverged(loss):
             raise TrainingDiverged(
                 f"the {type(self).__name__} loss is {float(loss.detach())} at optimiser step "
                 f"{self.global_step + 1} (epoch {self.current_epoch}): training stopped before the step, "
@@ -162,9 +162,23 @@ class SSLMethod(L.LightningModule):
             loss = loss + probe_loss
             logs["train/probe_loss"] = probe_loss.detach()
             logs["train/probe_acc"] = (logits.argmax(1) == batch["label"]).float().mean()
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
+        self.log_dict(  # under DDP the mean over processes: the global batch's loss
+            logs,
+            prog_bar=False,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch["image"].shape[0],
+            sync_dist=True,
+        )
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False)
         return loss if loss.requires_grad else None  # nothing to learn in this batch (unlabelled baseline)
+
+    def diverged(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is NaN or infinite on any process (all of them stop together, rather
+        than the others waiting for the stopped one at the next all-reduce)."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        trainer = self._trainer
+        return trainer.strategy.reduce_boolean_decision(bad, all=False) if trainer is not None else bad
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.optimizer_cfg.get("weight_decay_end") is not None:

@@ -9,12 +9,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from rsssl.data import draws
+from rsssl.processes import world
 
 
 @torch.no_grad()
@@ -26,6 +22,17 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(size)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts)
+
+
+@torch.no_grad()
+def gather_in_batch_order(tensor: torch.Tensor) -> torch.Tensor:
+    """`gather_no_grad` with the rows in global-batch order (sample k of process r of W is row
+    k·W + r: the epoch sampler's striding), the order one process holding the whole batch has."""
+    gathered = gather_no_grad(tensor)
+    if world()[1] == 1:
+        return gathered
+    positions = torch.arange(gathered.shape[0], device=gathered.device)
+    return gathered[draws.gathered_rows(positions, tensor.shape[0])]
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -49,6 +56,16 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if world()[1] == 1:
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+def gather_kept_with_grad(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The kept rows of every process, rank by rank, with the gradient to the local ones: `rows`
+    are this process's kept rows, `keep` its mask over all of its candidates (so the processes
+    may keep different counts)."""
+    if world()[1] == 1:
+        return rows
+    padded = rows.new_zeros(keep.shape[0], *rows.shape[1:]).index_put((keep,), rows)
+    return gather_with_grad(padded)[gather_no_grad(keep)]
 
 
 def balanced_order(

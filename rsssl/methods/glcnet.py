@@ -5,10 +5,11 @@ encoder, no queue):
 
 - global style contrast: each view's ASPP context map A is summarised by its per-channel mean and
   variance over space (the "style"; mean only with `style: false`), projected (512-256-64) and
-  contrasted with NT-Xent over the batch;
+  contrasted with NT-Xent over the (global, under DDP) batch;
 - local matching contrast: `num_patches` P x P patches of the decoder map D at the same source
   locations in both views (tracked through the crops, flips and rotations, `rsssl.data.tracked_views`)
-  are average-pooled, projected (64-64-64) and contrasted with NT-Xent over all patches.
+  are average-pooled, projected (64-64-64) and contrasted with NT-Xent over all patches (of every
+  process under DDP).
 
 L = λ · global + (1 − λ) · local, both NT-Xent forms without the positive in the denominator, as
 the official code. `use_global` / `use_local` / `style` are the paper's ablations. With
@@ -24,6 +25,7 @@ from torchvision.ops import roi_align
 from rsssl.data.tracked_views import make_tracked_pair, matched_patches
 from rsssl.losses.false_negatives import false_negative_settings, nt_xent_with
 from rsssl.methods.base import SSLMethod, StepOutput
+from rsssl.methods.distributed import gather_kept_with_grad, gather_no_grad, gather_with_grad
 from rsssl.models.backbones import ConfigError
 from rsssl.models.dense import DeepLabV3Plus
 from rsssl.models.heads import mlp
@@ -103,7 +105,7 @@ class GLCNet(SSLMethod):
         if self.use_global:
             z_a = self.global_head(style_features(out_a.context, self.style))
             z_b = self.global_head(style_features(out_b.context, self.style))
-            global_loss = self.contrast(z_a, z_b)
+            global_loss = self.contrast(gather_with_grad(z_a), gather_with_grad(z_b))
             loss = loss + self.weight_global * global_loss
             logs["loss_global"] = global_loss.detach()
             embeddings = z_a
@@ -112,11 +114,12 @@ class GLCNet(SSLMethod):
                 pair.coords_a, pair.coords_b, self.patch_size, self.num_patches
             )
             keep = valid.flatten().to(out_a.decoder.device)
-            logs["matched_patches"] = float(keep.sum())
-            if int(keep.sum()) >= 2:  # NT-Xent without the positive needs two pairs
+            everywhere = int(gather_no_grad(keep).sum())  # the global batch's matched patches
+            logs["matched_patches"] = float(everywhere)
+            if everywhere >= 2:  # NT-Xent without the positive needs two pairs
                 p_a = self.local_head(pooled_patches(out_a.decoder, boxes_a, self.patch_size)[keep])
                 p_b = self.local_head(pooled_patches(out_b.decoder, boxes_b, self.patch_size)[keep])
-                local_loss = self.contrast(p_a, p_b)
+                local_loss = self.contrast(gather_kept_with_grad(p_a, keep), gather_kept_with_grad(p_b, keep))
                 loss = loss + (1 - self.weight_global) * local_loss
                 logs["loss_local"] = local_loss.detach()
                 embeddings = p_a if embeddings is None else embeddings

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rsssl.data import draws
 from rsssl.methods.pixel_reconstruction import Corruption, PixelReconstruction
 from rsssl.models.backbones import ConfigError
 
@@ -23,8 +24,8 @@ def square_masks(batch: int, height: int, width: int, side: int, random: bool, d
     """B x 1 x H x W booleans, True inside each tile's `side` px square (centred, or at a random
     position per tile)."""
     if random:
-        top = torch.randint(0, height - side + 1, (batch, 1, 1), device=device)
-        left = torch.randint(0, width - side + 1, (batch, 1, 1), device=device)
+        top = draws.randint(0, height - side + 1, batch, 1, 1, device=device)
+        left = draws.randint(0, width - side + 1, batch, 1, 1, device=device)
     else:
         top = torch.full((batch, 1, 1), (height - side) // 2, device=device)
         left = torch.full((batch, 1, 1), (width - side) // 2, device=device)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rsssl.data import draws
 from rsssl.methods.base import SSLMethod, StepOutput
 from rsssl.models.backbones import ConfigError
 from rsssl.models.heads import mlp
@@ -77,8 +78,8 @@ def cut_cells(images: Tensor, grid: int, gap: int) -> Tensor:
     side, cell = patch_size_of(height, grid, gap), height // grid
     slack = cell - side
     origins = torch.arange(grid, device=images.device) * cell  # cell corners along one axis
-    row_offsets = torch.randint(0, slack + 1, (batch, grid, grid), device=images.device)
-    col_offsets = torch.randint(0, slack + 1, (batch, grid, grid), device=images.device)
+    row_offsets = draws.randint(0, slack + 1, batch, grid, grid, device=images.device)
+    col_offsets = draws.randint(0, slack + 1, batch, grid, grid, device=images.device)
     span = torch.arange(side, device=images.device)
     rows = (origins[None, :, None] + row_offsets)[..., None] + span  # B x grid x grid x p
     cols = (origins[None, None, :] + col_offsets)[..., None] + span
@@ -145,7 +146,7 @@ class Jigsaw(SSLMethod):
 
     def pretext_step(self, batch: dict) -> StepOutput:
         images = batch["image"]
-        labels = torch.randint(0, len(self.permutations), (len(images),), device=images.device)
+        labels = draws.randint(0, len(self.permutations), len(images), device=images.device)
         logits = self.logits(shuffle_cells(self.pieces(images), self.permutations, labels))
         loss = F.cross_entropy(logits.float(), labels)
         accuracy = (logits.argmax(1) == labels).float().mean()

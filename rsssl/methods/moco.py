@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from rsssl.losses.false_negatives import false_negative_settings, info_nce_with
 from rsssl.methods.base import SSLMethod, StepOutput, freeze
-from rsssl.methods.distributed import batch_shuffle, batch_unshuffle, gather_no_grad
+from rsssl.methods.distributed import batch_shuffle, batch_unshuffle, gather_in_batch_order
 from rsssl.models.backbones import ConfigError
 from rsssl.models.heads import mlp
 from rsssl.models.split_bn import split_batch_norm
@@ -111,8 +111,9 @@ class MoCo(SSLMethod):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, index: torch.Tensor) -> None:
-        """Write the keys of every process, with their sample indices, into the queue (FIFO, wrapping)."""
-        keys, index = gather_no_grad(keys.float()), gather_no_grad(index.long())
+        """Write the keys of every process, with their sample indices, into the queue (FIFO, wrapping),
+        in global-batch order (the queue of one process holding the whole batch)."""
+        keys, index = gather_in_batch_order(keys.float()), gather_in_batch_order(index.long())
         size = self.queue.shape[0]
         keys, index = keys[-size:], index[-size:]
         slots = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rsssl.data import draws
 from rsssl.data.views import dihedral
 from rsssl.methods.base import SSLMethod, StepOutput
 from rsssl.models.backbones import ConfigError
@@ -54,7 +55,7 @@ class RotationPrediction(SSLMethod):
             turns = torch.arange(QUARTER_TURNS, device=view.device).repeat_interleave(len(view))
             view = view.repeat(QUARTER_TURNS, 1, 1, 1)  # angle-major: the first B are unturned
         else:
-            turns = torch.randint(0, QUARTER_TURNS, (len(view),), device=view.device)
+            turns = draws.randint(0, QUARTER_TURNS, len(view), device=view.device)
         features = self.backbone(rotated(view, turns))
         logits = self.head(features)
         loss = F.cross_entropy(logits.float(), turns)

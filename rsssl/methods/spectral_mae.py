@@ -13,21 +13,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rsssl.data import draws
 from rsssl.losses.reconstruction import masked_mse
 from rsssl.methods.base import SSLMethod, StepOutput
 from rsssl.models.backbones import ConfigError
 from rsssl.models.spectral import SpectralTransformer, transformer_layers
 
 
-def split_tokens(num_sequences: int, num_tokens: int, mask_ratio: float, device) -> tuple[Tensor, Tensor]:
-    """Per sequence, the indices of its visible and of its masked tokens (a random split)."""
+def split_tokens(
+    num_sequences: int, num_tokens: int, mask_ratio: float, device, per_sample: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Per sequence, the indices of its visible and of its masked tokens (a random split);
+    the sequences come `per_sample` to a sample, sample by sample (the split is a per-sample draw)."""
     visible_count = max(1, round(num_tokens * (1 - mask_ratio)))
     if visible_count >= num_tokens:
         raise ConfigError(
             f"spectral_mae: mask_ratio={mask_ratio} of {num_tokens} band tokens masks none: raise "
             "method.mask_ratio, or lower backbone.kwargs.band_group to get more tokens"
         )
-    order = torch.rand(num_sequences, num_tokens, device=device).argsort(dim=1)
+    scores = draws.rand(num_sequences // per_sample, per_sample, num_tokens, device=device)
+    order = scores.flatten(0, 1).argsort(dim=1)
     return order[:, :visible_count], order[:, visible_count:]
 
 
@@ -79,7 +84,7 @@ class SpectralReconstruction(nn.Module):
     def sample_sites(self, encoder: SpectralTransformer, images: Tensor) -> Tensor:
         """N x T x token_dim band tokens of `sites_per_image` random sites of every image."""
         tokens, (h, w) = encoder.site_tokens(images)
-        sites = torch.randint(0, h * w, (images.shape[0], self.sites_per_image), device=images.device)
+        sites = draws.randint(0, h * w, images.shape[0], self.sites_per_image, device=images.device)
         offsets = torch.arange(images.shape[0], device=images.device)[:, None] * (h * w)
         return tokens[(sites + offsets).flatten()]
 
@@ -98,7 +103,9 @@ class SpectralReconstruction(nn.Module):
     def forward(self, encoder: SpectralTransformer, images: Tensor) -> Tensor:
         """The reconstruction loss of one batch: masked real bands only."""
         tokens = self.sample_sites(encoder, images)
-        visible, masked = split_tokens(len(tokens), tokens.shape[1], self.mask_ratio, images.device)
+        visible, masked = split_tokens(
+            len(tokens), tokens.shape[1], self.mask_ratio, images.device, self.sites_per_image
+        )
         prediction = self.reconstruct(encoder, tokens, visible, masked)
         return masked_mse(prediction, take(tokens, masked), self.valid[masked])
 

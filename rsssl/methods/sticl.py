@@ -12,22 +12,16 @@ transfer. Everything else is MoCo v2 (queue, momentum encoder, shuffle-BN; seed-
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from rsssl.data.scene_transfer import TransferSettings, scene_transfer
+from rsssl.data import draws
+from rsssl.data.scene_transfer import TransferSettings, sample_pixels, transfer_with_samples
+from rsssl.methods.distributed import gather_no_grad
 from rsssl.methods.moco import MoCo
 from rsssl.models.backbones import ConfigError
 
 STYLES = ("batch", "other_time")
 POSITIVES = ("scene_transfer", "other_time")
-
-
-def batch_partners(batch: int, device: torch.device | str = "cpu") -> Tensor:
-    """For each sample another sample of the batch, uniformly (never itself when batch > 1)."""
-    if batch < 2:
-        return torch.zeros(batch, dtype=torch.long, device=device)
-    return (torch.arange(batch, device=device) + torch.randint(1, batch, (batch,), device=device)) % batch
 
 
 class STICL(MoCo):
@@ -56,20 +50,34 @@ class STICL(MoCo):
 
     def key_source(self, batch: dict) -> Tensor:
         """The key's tile for each sample: the tile, or (with probability `transfer_p`) its
-        scene transfer or its other-date tile."""
+        scene transfer or its other-date tile. Every draw is per sample (`rsssl.data.draws`) and
+        made whether or not a sample is chosen, so one process and many take the same keys."""
         images = batch["image"]
-        chosen = torch.rand(images.shape[0], device=images.device) < self.transfer_p
+        chosen = draws.chance(len(images), self.transfer_p, images.device)
+        if self.positive == "scene_transfer":
+            settings = self.transfer
+            source = sample_pixels(images.float(), settings.num_samples, settings.fixed_subsample)
+            target = self.style_samples(batch)
         if not bool(chosen.any()):
             return images
         if self.positive == "other_time":
             replacement = batch["other_time"][chosen]
         else:
-            partners = batch_partners(len(images), images.device)
-            styles = batch["other_time"] if self.style == "other_time" else images[partners]
-            replacement = scene_transfer(images[chosen], styles[chosen], self.transfer)
+            replacement = transfer_with_samples(images[chosen], source[chosen], target[chosen], settings)
         keys = images.clone()
         keys[chosen] = replacement.to(images.dtype)
         return keys
+
+    def style_samples(self, batch: dict) -> Tensor:
+        """B x n x C pixels of each sample's style image: its other-date tile, or another tile of
+        the global batch (the pixel samples of every process are gathered)."""
+        n, fixed = self.transfer.num_samples, self.transfer.fixed_subsample
+        if self.style == "other_time":
+            return sample_pixels(batch["other_time"].float(), n, fixed)
+        images = batch["image"]
+        pixels = gather_no_grad(sample_pixels(images.float(), n, fixed))
+        partners = draws.partners(len(images), images.device)
+        return pixels[draws.gathered_rows(partners, len(images))]
 
     def pair(self, batch: dict) -> tuple[Tensor, Tensor]:
         """Query input: a view of the tile; key input: a view of its key source."""

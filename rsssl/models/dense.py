@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rsssl.data import draws
 from rsssl.models.backbones import feature_indices
 
 ENCODER_PREFIX = "encoder."
@@ -59,6 +60,24 @@ def conv_bn_relu(
     )
 
 
+class SampleDropout(nn.Module):
+    """Dropout whose mask is a per-sample draw (`rsssl.data.draws`), not a per-process one: a
+    sample is dropped alike on one process or many, so DDP runs take the one-process run's steps.
+    Same scaling as `nn.Dropout` (kept values / (1 - p)); the identity in eval."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p={p} must lie in [0, 1)")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = draws.rand(x.shape[0], *x.shape[1:], device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: a 1x1 conv, one 3x3 atrous conv per rate and an image-pooling
     branch (each conv-BN-ReLU), concatenated and projected by a 1x1 conv-BN-ReLU + dropout."""
@@ -71,7 +90,7 @@ class ASPP(nn.Module):
         )
         self.pool = conv_bn_relu(in_channels, channels, 1)  # applied to the global average
         self.project = conv_bn_relu(channels * (len(rates) + 2), channels, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = SampleDropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = self.pool(x.mean(dim=(-2, -1), keepdim=True))

@@ -91,7 +91,7 @@ class SpectralTransformer(nn.Module):
         """T x token_dim: which token entries hold a real band (not the zero padding)."""
         band = torch.arange(self.num_tokens * self.band_group).view(self.num_tokens, self.band_group)
         valid = (band < self.in_chans)[:, :, None].expand(-1, -1, self.pixel_patch**2)
-        return valid.reshape(self.num_tokens, self.token_dim)
+        return valid.reshape(self.num_tokens, self.token_dim).contiguous()  # a buffer DDP can broadcast
 
     def encode_tokens(self, tokens: Tensor, positions: Tensor | None = None) -> Tensor:
         """Encode N x t x token_dim tokens at token indices `positions` (N x t; None: all, in order)."""

@@ -78,10 +78,13 @@ def test_gathers_shuffle_and_queue_across_two_processes(tmp_path):
         origin = (o["shuffled"].squeeze(1) // 10).long()
         assert sorted(origin.tolist()) == [0, 0, 1, 1]
     all_keys = torch.cat([o["keys"] for o in out])
-    for o in out:  # every process enqueued the keys of both, in rank order, and the pointer moved by both
+    in_batch_order = all_keys.view(WORLD, BATCH, -1).transpose(0, 1).flatten(0, 1)  # k·W + r
+    for o in out:  # every process enqueued the keys of both in global-batch order; the pointer moved by both
         assert int(o["ptr"]) == WORLD * BATCH
-        torch.testing.assert_close(o["queue"][: WORLD * BATCH], all_keys)
-        assert o["queue_index"][: WORLD * BATCH].tolist() == [*range(BATCH), *range(100, 100 + BATCH)]
+        torch.testing.assert_close(o["queue"][: WORLD * BATCH], in_batch_order)
+        assert o["queue_index"][: WORLD * BATCH].tolist() == [
+            k + 100 * r for k in range(BATCH) for r in range(WORLD)
+        ]
         assert (o["queue_index"][WORLD * BATCH :] == EMPTY_SLOT).all()
 
 

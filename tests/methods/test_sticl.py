@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from rsssl.data.scene_transfer import TransferSettings, scene_transfer
-from rsssl.methods.sticl import STICL, batch_partners
+from rsssl.data import draws
+from rsssl.data.scene_transfer import TransferSettings, sample_pixels, transfer_with_samples
+from rsssl.methods.sticl import STICL
 from rsssl.models.backbones import ConfigError
 from tests.cli.test_pretrain_errors import SYNTHETIC
 from tests.cli.test_pretrain_errors import run_cli as run_pretrain
@@ -29,21 +30,18 @@ def batch_of(n: int = 6) -> dict:
     return {"image": torch.randn(n, 3, 16, 16), "other_time": torch.randn(n, 3, 16, 16) + 3}
 
 
-def test_partners_are_other_samples():
-    torch.manual_seed(0)
-    for _ in range(20):
-        partners = batch_partners(5)
-        assert (partners != torch.arange(5)).all() and ((partners >= 0) & (partners < 5)).all()
-
-
 def test_every_key_is_the_transfer_into_a_partners_scene_at_probability_one():
     method, batch = sticl(transfer_p=1.0), batch_of()
     torch.manual_seed(0)
     keys = method.key_source(batch)
-    torch.manual_seed(0)
-    torch.rand(6)  # the draw of which samples are chosen
-    partners = batch_partners(6)
-    expected = scene_transfer(batch["image"], batch["image"][partners], TransferSettings(**TRANSFER))
+    torch.manual_seed(0)  # replay the draws: chosen, the tiles' pixels, the styles' pixels, partners
+    torch.rand(6)
+    settings = TransferSettings(**TRANSFER)
+    source = sample_pixels(batch["image"], settings.num_samples)
+    styles = sample_pixels(batch["image"], settings.num_samples)
+    partners = draws.partners(6)
+    assert (partners != torch.arange(6)).all()
+    expected = transfer_with_samples(batch["image"], source, styles[partners], settings)
     torch.testing.assert_close(keys, expected)
 
 
