@@ -28,6 +28,7 @@ from torch import nn
 from rsssl.data.bands import canonical_band_name
 from rsssl.models.backbones import ConfigError, create_backbone, load_state_dict_file, load_weights
 from rsssl.models.dense import DECODER_ARCHITECTURE, DeepLabV3Plus
+from rsssl.models.encoder_schema import parse_encoder_meta
 
 WEIGHTS_NAME = "encoder.safetensors"
 META_NAME = "encoder.json"
@@ -125,10 +126,7 @@ def read_encoder_meta(weights_path: str | Path) -> dict:
     meta_path = weights_path.with_name(META_NAME)
     if not meta_path.is_file():
         raise ConfigError(f"{meta_path} is missing: an exported encoder is two files, keep them together")
-    meta = json.loads(meta_path.read_text())
-    missing = [k for k in ("timm_name", "in_chans", "bands", "mean", "std") if k not in meta]
-    if missing:
-        raise ConfigError(f"{meta_path} lacks {', '.join(missing)}: re-export the encoder with rsssl")
+    meta = parse_encoder_meta(meta_path)
     if meta.get("sha256") and meta["sha256"] != file_sha256(weights_path):
         raise ConfigError(
             f"{meta_path} does not describe {weights_path} (sha256 differs): the two files come from "
