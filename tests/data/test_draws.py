@@ -4,28 +4,18 @@ and torch's global RNG outside a seeded step."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rsssl.data import draws
-from rsssl.data.views import ViewMaker, ViewRecipe
+from rsssl.data.views import ViewMaker, moco_v2
 from rsssl.methods.distributed import gather_no_grad
 
 WORLD, LOCAL = 2, 4
-RECIPE = ViewRecipe(
-    crop_size=8,
-    crop_scale=(0.2, 1.0),
-    jitter_p=0.8,
-    brightness=0.4,
-    contrast=0.4,
-    saturation=0.4,
-    hue=0.1,
-    grayscale_p=0.5,
-    blur_p=0.5,
-    solarize_p=0.5,
-)
+RECIPE = replace(moco_v2(), crop_size=8, grayscale_p=0.5, solarize_p=0.5)  # every op drawn
 
 
 def drawn(batch: int, images: torch.Tensor) -> dict[str, torch.Tensor]:
