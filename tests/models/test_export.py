@@ -258,3 +258,16 @@ def test_a_vit_export_keeps_its_pooling_and_any_input_size(pool, tmp_path):
             tokens[:, 0] if pool == "token" else vit.fc_norm(tokens[:, vit.num_prefix_tokens :].mean(1))
         )
         torch.testing.assert_close(loaded.eval()(x), expected)
+
+
+def test_an_encoder_file_of_another_architecture_is_refused_by_name(tmp_path):
+    """encoder.json says resnet18, the weights are test_resnet's: refused before any use, naming
+    the backbone, the mismatch and the fix."""
+    save_encoder(create_backbone("test_resnet", in_chans=5), tmp_path, META)
+    meta_path = tmp_path / "encoder.json"
+    meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"timm_name": "resnet18"}))
+    with pytest.raises(ConfigError) as error:
+        load_encoder(tmp_path / "encoder.safetensors")
+    message = str(error.value)
+    assert "does not fit backbone 'resnet18' with in_chans=5" in message
+    assert "size mismatch" in message and "use weights of the same architecture and band count" in message
