@@ -28,7 +28,7 @@ from rsssl.data.sampling import (
 )
 from rsssl.data.scene import BandSubsetScene, DataError, Scene
 from rsssl.data.sources import Source
-from rsssl.data.stats import STATS_VERSION, BandStats, cached_band_stats, compute_band_stats
+from rsssl.data.stats import STATS_VERSION, BandStats, cached_band_stats, compute_band_stats, standardise
 from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
 
 IMAGE_KEYS = ("image", "neighbor", "other_time")
@@ -341,8 +341,7 @@ class RSDataModule(L.LightningDataModule):
             mean = torch.tensor(self.stats.mean, device=pixels.device, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.stats.std, device=pixels.device, dtype=torch.float32).view(1, -1, 1, 1)
             self._norm = (mean, std)
-        mean, std = self._norm
-        return (pixels.float() - mean) / std
+        return standardise(pixels, *self._norm)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         for key in IMAGE_KEYS:

@@ -68,7 +68,7 @@ from rsssl.data.scene import DataError, Scene, Window
 MAX_OPEN_FILES = 4  # per process, at least; each open file holds ~8 MB of buffers (512^2-px 4-band blocks)
 GDAL_CACHE_MB = 64
 OVERVIEW_STRIP = 512  # rows per read of a validity overview
-VALIDITY_VERSION = 3  # of the cached validity overviews; 2: every file must hold data; 3: alpha, masks
+VALIDITY_VERSION = 4  # of cached validity overviews; 2: every file must hold data; 3: alpha, masks; 4: Inf
 RESAMPLING = ("bilinear", "nearest")  # data.resampling: how bands coarser than the scene grid are read
 _handles: OrderedDict[tuple[str, int, tuple[int, ...], bool], rasterio.DatasetReader] = OrderedDict()
 _handles_pid: int | None = None
@@ -121,12 +121,12 @@ def _scene_date(record: SceneRecord, pattern: str | None) -> str:
 
 
 def _validity(pixels: np.ndarray, nodata: float | None) -> np.ndarray:
-    """h x w: True where any band of C x h x w `pixels` holds data."""
+    """h x w: True where any band of C x h x w `pixels` holds data (not nodata, finite)."""
     holds = np.ones(pixels.shape, dtype=bool)
     if nodata is not None and not np.isnan(nodata):
         holds &= pixels != nodata
     if pixels.dtype.kind == "f":
-        holds &= ~np.isnan(pixels)
+        holds &= np.isfinite(pixels)  # NaN and ±Inf are no data
     return holds.any(axis=0)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rsssl.data.cache import read_cached, write_atomic
 from rsssl.data.scene import DataError, Scene, Window
@@ -23,6 +24,17 @@ from rsssl.data.tiles import TileIndex
 
 #: What `compute_band_stats` samples, for cache descriptions (2: tiles at every date, not the first).
 STATS_VERSION = 2
+
+
+def standardise(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint or float pixels -> float32, standardised per band (`mean`, `std` broadcast over them).
+
+    Non-finite float pixels are no data (`rsssl.data.geotiff`), yet a kept tile may hold some
+    (up to 1 - min_valid of it): they become 0, the band mean, so no NaN or Inf reaches a network."""
+    out = (pixels.float() - mean) / std
+    if pixels.is_floating_point():
+        out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,29 +61,30 @@ def compute_band_stats(
     """Mean/std per band over the valid pixels of up to `max_tiles` random (tile, date) pairs.
 
     Every date of a multi-date scene is a candidate, so the statistics describe all the pixels
-    training may read, not the first date's."""
+    training may read, not the first date's. A non-finite float value is no data in its band
+    (where other bands hold data the pixel stays valid): each band counts its finite values."""
     rng = np.random.default_rng(seed)
     tiles, dates = tile_dates(scenes, index)
     chosen = rng.choice(len(tiles), size=min(max_tiles, len(tiles)), replace=False)
     size = index.tile_size
-    total = total_sq = None
-    count = 0
+    total = total_sq = count = 0.0
     for i, date in zip(tiles[chosen], dates[chosen], strict=True):
         scene = scenes[int(index.scene[i])]
         window = Window(int(index.row[i]), int(index.col[i]), size, size)
-        pixels = scene.read(window, int(date))
-        valid = scene.read_valid(window)
-        values = pixels[:, valid].astype(np.float64)
-        if not np.isfinite(values).all():
-            raise DataError(
-                f"scene {scene.name!r} has NaN or Inf pixels inside its valid area near row {window.row}, "
-                f"col {window.col}: mark them as nodata (valid mask / nodata value) or fill them"
-            )
-        total = values.sum(1) if total is None else total + values.sum(1)
-        total_sq = (values**2).sum(1) if total_sq is None else total_sq + (values**2).sum(1)
-        count += values.shape[1]
-    if count == 0:
+        values = scene.read(window, int(date))[:, scene.read_valid(window)].astype(np.float64)
+        finite = np.isfinite(values)
+        values = np.where(finite, values, 0.0)
+        total = total + values.sum(1)
+        total_sq = total_sq + (values**2).sum(1)
+        count = count + finite.sum(1)
+    if np.max(count) == 0:
         raise DataError("no valid pixel found to compute band statistics: the data is all nodata")
+    if np.min(count) == 0:
+        empty = [int(b) for b in np.flatnonzero(count == 0)]
+        raise DataError(
+            f"band(s) {empty} (0-based) hold no finite value in {len(chosen)} sampled tiles: every value "
+            "is NaN or Inf; drop the band (data.bands=[...]) or fix the files"
+        )
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std = np.where(std > 1e-6, std, 1.0)  # constant bands: leave them centred, do not blow them up

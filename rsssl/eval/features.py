@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rsssl.data.stats import standardise
 from rsssl.eval.data import EvalDataset, to_device_batches
 from rsssl.models.export import normalisation_tensors
 
@@ -77,8 +78,7 @@ def set_digests(dataset: EvalDataset) -> dict[str, str]:
 
 def normalise_for(meta: dict, pixels: torch.Tensor) -> torch.Tensor:
     """uint pixels -> float, standardised with the encoder's own per-band statistics."""
-    mean, std = normalisation_tensors(meta, pixels.device)
-    return (pixels.float() - mean) / std
+    return standardise(pixels, *normalisation_tensors(meta, pixels.device))
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 from rsssl.data.datamodule import RSDataModule, resolve_bands
 from rsssl.data.scene import ArrayScene, DataError, Window
 from rsssl.data.sources import GeoTiffSource, NpzSource, SyntheticSource
-from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats, tile_dates
+from rsssl.data.stats import BandStats, cached_band_stats, compute_band_stats, standardise, tile_dates
 from rsssl.data.tiles import TileDataset, TileIndex, build_tile_index
 from tests.helpers.problems import ListSource
 
@@ -70,6 +70,21 @@ def test_band_stats_match_numpy_over_valid_pixels():
     everything = np.concatenate(pixels, axis=1)
     np.testing.assert_allclose(stats.mean, everything.mean(1), rtol=1e-9)
     np.testing.assert_allclose(stats.std, everything.std(1), rtol=1e-9)
+
+
+def test_band_stats_count_each_bands_finite_values_and_normalising_zeroes_the_rest():
+    """A NaN or Inf in one band is no data in that band only: its statistics skip it (the other
+    bands of the pixel still count), and standardising turns it into 0, the band mean."""
+    pixels = np.array([[[1.0, 3.0], [np.nan, 5.0]], [[2.0, np.inf], [4.0, 6.0]]], np.float32)
+    (s,) = scenes = [ArrayScene("f", pixels)]
+    stats = compute_band_stats(scenes, build_tile_index(scenes, tile_size=2, min_valid=0.0))
+    np.testing.assert_allclose(stats.mean, [3.0, 4.0])
+    np.testing.assert_allclose(stats.std, [np.sqrt(8 / 3), np.sqrt(8 / 3)])
+    mean = torch.tensor(stats.mean).view(1, 2, 1, 1)
+    std = torch.tensor(stats.std).view(1, 2, 1, 1)
+    out = standardise(torch.from_numpy(s.images), mean, std)
+    assert out[0, 0, 1, 0] == 0 and out[0, 1, 0, 1] == 0
+    assert torch.allclose(out[0, 0, 0, 0], torch.tensor(-2 / np.sqrt(8 / 3), dtype=torch.float32))
 
 
 def two_dates(name="two_dates"):
