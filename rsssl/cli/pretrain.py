@@ -100,6 +100,8 @@ NOT_IN_CONFIG_HASH: dict[str, tuple[str, ...] | None] = {
 # and today's of one configuration stay one leaderboard row. Dotted paths into the config.
 NEUTRAL_SETTINGS: dict[str, object] = {
     "method.transfer.relaxation": 1.0,  # STICL's Sinkhorn, not over-relaxed
+    "data.unreadable": "fail",  # a folder with no unreadable file trains on every scene either way
+    "data.source.unreadable": "fail",
 }
 
 

@@ -63,7 +63,14 @@ from rsssl.data.index import (
     parse_date,
     read_file_info,
 )
-from rsssl.data.scene import DataError, Scene, Window
+from rsssl.data.scene import (
+    DataError,
+    Scene,
+    UnreadableFile,
+    Window,
+    check_unreadable_policy,
+    report_unreadable,
+)
 
 MAX_OPEN_FILES = 4  # per process, at least; each open file holds ~8 MB of buffers (512^2-px 4-band blocks)
 GDAL_CACHE_MB = 64
@@ -258,9 +265,12 @@ class GeoTiffScene(Scene):
             return read(_dataset(info, max(MAX_OPEN_FILES, len(self.record.files))))
         except RasterioError as err:
             cause = err.__cause__ or err
-            raise DataError(
+            raise UnreadableFile(
                 f"reading {info.path} failed ({cause}): the file looks truncated or corrupt; "
-                "re-export it (e.g. gdal_translate) or remove it from the folder"
+                "re-export it (e.g. gdal_translate) or remove it from the folder, or set "
+                "data.unreadable=skip to train without it",
+                info.path,
+                str(cause),
             ) from err
 
     def _read(
@@ -385,6 +395,24 @@ class GeoTiffScene(Scene):
         self._check(window)
         return self._valid(window, (window.height, window.width))
 
+    def check_readable(self) -> None:
+        """Decode every band of every file once, in strips of rows: UnreadableFile naming the first
+        file that fails. Remembered beside the folder index (the same files pass again unread)."""
+
+        def compute() -> np.ndarray:
+            for number, items in self._files().items():
+                info = self.record.files[number]
+                for row in range(0, info.height, OVERVIEW_STRIP):
+                    strip = RioWindow(0, row, info.width, min(OVERVIEW_STRIP, info.height - row))
+                    self._read(info, [i for _, i in items], strip)
+            return np.ones(1, dtype=bool)
+
+        if self.overview_dir is None:
+            compute()
+            return
+        key = repr(("readable", self.record.paths, self.layers)).encode()
+        cached_array(self.overview_dir / f"readable-{hashlib.sha256(key).hexdigest()[:16]}.npz", compute)
+
     def valid_overview(self, factor: int) -> np.ndarray:
         """Validity on every `factor`-th pixel (nearest), read in strips of rows to keep memory small.
 
@@ -425,17 +453,27 @@ def load_geotiff_folder(
     date_pattern: str | None = None,
     cache_dir: str | Path | None = None,
     resampling: str = "bilinear",
+    unreadable: str = "fail",
 ) -> list[GeoTiffScene]:
     """Every scene under `root` (recursive, sorted), checked to share band count and dtype.
 
     With `cache_dir` the folder's index and validity overviews are cached there. `resampling`
-    (bilinear | nearest) reads bands coarser than a scene's grid.
+    (bilinear | nearest) reads bands coarser than a scene's grid. `unreadable` says what a scene
+    with a file that cannot be read does: fail (the default) names every such file whose header
+    is broken, and a file damaged further in fails when the tiles are indexed; skip decodes every
+    file once (remembered with the cache) and leaves out, with one warning, the scenes that fail.
     """
+    check_unreadable_policy(unreadable)
     index = index_folder(root, cache_dir)
     scenes = [
         GeoTiffScene(r, nodata, band_preset, date_pattern, index.overview_dir, resampling)
         for r in index.scenes
     ]
+    failures = [UnreadableFile(reason, path, reason) for _, path, reason in index.unreadable]
+    if unreadable == "skip":
+        scenes, damaged = _readable(scenes)
+        failures += damaged
+    report_unreadable(str(root), failures, len(scenes) + len(failures), unreadable)
     _check_same(
         scenes,
         lambda s: s.num_bands,
@@ -449,6 +487,19 @@ def load_geotiff_folder(
         "give one sensor/product per folder, or convert the files to one dtype (gdal_translate -ot UInt16)",
     )
     return scenes
+
+
+def _readable(scenes: list[GeoTiffScene]) -> tuple[list[GeoTiffScene], list[UnreadableFile]]:
+    """The scenes every file of which decodes in full, and the failure of each other one."""
+    kept, failures = [], []
+    for scene in scenes:
+        try:
+            scene.check_readable()
+        except UnreadableFile as err:
+            failures.append(err)
+        else:
+            kept.append(scene)
+    return kept, failures
 
 
 def _check_georeference(scenes: list[GeoTiffScene]) -> None:
@@ -470,6 +521,7 @@ def load_geotiff_folders(
     cache_dir: str | Path | None = None,
     bands: Sequence[str] | None = None,
     resampling: str = "bilinear",
+    unreadable: str = "fail",
 ) -> list[GeoTiffScene]:
     """The scenes of several folders (named ``<folder>/<scene>`` when there are several).
 
@@ -491,7 +543,7 @@ def load_geotiff_folders(
     )
     scenes: list[GeoTiffScene] = []
     for root, preset, prefix in zip(roots, presets, prefixes):
-        folder = load_geotiff_folder(root, nodata, preset, date_pattern, cache_dir, resampling)
+        folder = load_geotiff_folder(root, nodata, preset, date_pattern, cache_dir, resampling, unreadable)
         for scene in folder:
             if len(roots) > 1:
                 scene.name = f"{prefix}/{scene.name}"

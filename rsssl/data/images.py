@@ -4,12 +4,15 @@ pixels: what image-folder evaluation sets and photo-folder pretraining sources s
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from rasterio.errors import RasterioError
 
 from rsssl.data.index import data_bands
-from rsssl.data.scene import DataError
+from rsssl.data.scene import DataError, UnreadableFile
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg")
 RASTERIO_SUFFIXES = (".tif", ".tiff")
@@ -17,8 +20,30 @@ RGB = ("red", "green", "blue")
 _PILLOW_BANDS = {"L": 1, "I;16": 1, "RGB": 3}  # decoded mode -> band count
 
 
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """UnreadableFile naming `path` for what a reader raises on a truncated or corrupt file."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, RasterioError) as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise UnreadableFile(
+            f"cannot decode {path} ({reason}): the file looks truncated or corrupt; save it again or "
+            "remove it from its folder",
+            path,
+            reason,
+        ) from err
+
+
 def image_header(path: Path) -> tuple[int, int, int, np.dtype, tuple[str, ...] | None]:
     """(bands, height, width, dtype, band descriptions or None) of an image, from its header only."""
+    with _decoding(path):
+        return _header(path)
+
+
+def _header(path: Path) -> tuple[int, int, int, np.dtype, tuple[str, ...] | None]:
     if path.suffix.lower() in RASTERIO_SUFFIXES:
         import rasterio
 
@@ -62,6 +87,11 @@ def _pillow_mode(mode: str, path: Path) -> str:
 
 def read_image_pixels(path: Path) -> np.ndarray:
     """C x H x W uint pixels of one image (the full decode)."""
+    with _decoding(path):
+        return _pixels(path)
+
+
+def _pixels(path: Path) -> np.ndarray:
     if path.suffix.lower() in RASTERIO_SUFFIXES:
         import rasterio
 

@@ -44,7 +44,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from rsssl.data.cache import read_cached, write_atomic
-from rsssl.data.scene import DataError
+from rsssl.data.scene import DataError, UnreadableFile
 
 # 2: Landsat C2 / Sentinel-2 L2A band files, left-out files; 3: absolute paths; 4: alpha bands and
 # GDAL masks are validity, not bands
@@ -198,9 +198,12 @@ def read_file_info(path: str | Path) -> FileInfo:
                 mtime_ns=Path(path).stat().st_mtime_ns,
             )
     except RasterioError as err:
-        raise DataError(
+        raise UnreadableFile(
             f"cannot open {path} as a GeoTIFF ({err}); re-export it as a GeoTIFF "
-            "(e.g. gdal_translate) or remove it from the folder"
+            "(e.g. gdal_translate) or remove it from the folder, or set data.unreadable=skip to train "
+            "without it",
+            path,
+            str(err),
         ) from err
 
 
@@ -367,33 +370,47 @@ def _scene_key(relative: Path, scene_id: str) -> str:
     return (parent / scene_id).as_posix()
 
 
-def build_records(root: Path, paths: list[Path]) -> tuple[list[SceneRecord], list[str]]:
+def build_records(
+    root: Path, paths: list[Path]
+) -> tuple[list[SceneRecord], list[str], list[tuple[str, str, str]]]:
     """Read every file's header and group the files into scenes (sorted by name).
 
-    Returns the scenes and the files left out: those named after a band-file scene that are
-    not one of its bands (quality masks, classification, preview and angle layers).
+    Returns the scenes, the files left out (those named after a band-file scene that are not
+    one of its bands: quality masks, classification, preview and angle layers) and the scenes
+    left out because a file's header cannot be read, as (scene, file, reason): a band-file
+    scene goes with any of its files. What happens to those is `data.unreadable`'s choice.
     """
     groups: dict[str, list[tuple[str, FileInfo]]] = {}
     others: list[tuple[Path, FileInfo]] = []
+    unreadable: dict[str, tuple[str, str, str]] = {}
     for path in paths:
-        info = read_file_info(path)
         relative = path.relative_to(root).with_suffix("")
         match = BAND_FILE.match(relative.name)
+        try:
+            info = read_file_info(path)
+        except UnreadableFile as err:
+            scene = _scene_key(relative, match.group("scene")) if match else relative.as_posix()
+            unreadable.setdefault(scene, (scene, err.path, err.reason))
+            continue
         if match and len(info.dtypes) == 1:
             groups.setdefault(_scene_key(relative, match.group("scene")), []).append(
                 (match.group("band"), info)
             )
         else:
             others.append((relative, info))
-    left_out = [
-        info.path
-        for relative, info in others
-        if any(_scene_key(relative, relative.name).startswith(f"{key}_") for key in groups)
-    ]
+
+    def named_after_a_band_file_scene(relative: Path) -> bool:
+        return any(_scene_key(relative, relative.name).startswith(f"{key}_") for key in groups)
+
+    left_out = [info.path for relative, info in others if named_after_a_band_file_scene(relative)]
     skipped = set(left_out)
     records = [file_record(info, rel.as_posix()) for rel, info in others if info.path not in skipped]
-    records += [band_files_record(name, bands) for name, bands in groups.items()]
-    return sorted(records, key=lambda r: r.name), left_out
+    records += [band_files_record(name, bands) for name, bands in groups.items() if name not in unreadable]
+    for scene, path, _ in list(unreadable.values()):  # a layer that would be left out anyway
+        if scene not in groups and named_after_a_band_file_scene(Path(scene)):
+            left_out.append(path)
+            del unreadable[scene]
+    return sorted(records, key=lambda r: r.name), left_out, sorted(unreadable.values())
 
 
 def file_identity(path: Path) -> dict[str, Any]:
@@ -439,6 +456,8 @@ class FolderIndex:
     scenes: tuple[SceneRecord, ...]
     cache: Path | None
     left_out: tuple[str, ...] = ()
+    #: (scene, file, reason) of the scenes a file's header of which cannot be read
+    unreadable: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def overview_dir(self) -> Path | None:
@@ -468,25 +487,28 @@ def index_folder(root: str | Path, cache_dir: str | Path | None = None) -> Folde
 def _cached_index(root: Path, paths: list[Path], cache_dir: str | Path | None) -> FolderIndex:
     """The folder's index from the cache in `cache_dir` when it has it, else built (and cached)."""
     if cache_dir is None:
-        records, left_out = build_records(root, paths)
-        return FolderIndex(root, tuple(records), None, tuple(left_out))
+        records, left_out, unreadable = build_records(root, paths)
+        return FolderIndex(root, tuple(records), None, tuple(left_out), tuple(unreadable))
     identity = index_identity(paths)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"geotiff-index-{key}.json"
     cached = read_cached(cache, lambda path: _index_from_json(root, path))
     if cached is not None:
         return cached
-    records, left_out = build_records(root, paths)
+    records, left_out, unreadable = build_records(root, paths)
     content = {**identity, "root": str(root), "scenes": [asdict(r) for r in records], "left_out": left_out}
+    if unreadable:  # the key is new: an index without it keeps its bytes
+        content["unreadable"] = unreadable
     write_atomic(cache, lambda stream: json.dump(content, stream))
-    return FolderIndex(root, tuple(records), cache, tuple(left_out))
+    return FolderIndex(root, tuple(records), cache, tuple(left_out), tuple(unreadable))
 
 
 def _index_from_json(root: Path, cache: Path) -> FolderIndex:
     """The index cached in `cache`."""
     content = json.loads(cache.read_text())
     scenes = tuple(_record_from_json(s) for s in content["scenes"])
-    return FolderIndex(root, scenes, cache, tuple(content["left_out"]))
+    unreadable = tuple(tuple(u) for u in content.get("unreadable", ()))
+    return FolderIndex(root, scenes, cache, tuple(content["left_out"]), unreadable)
 
 
 def cached_array(path: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -9,16 +9,63 @@ the CPU side.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 
 class DataError(ValueError):
     """Bad input data. The message names the problem and how to fix it."""
+
+
+class UnreadableFile(DataError):
+    """A file whose bytes cannot be decoded (truncated, corrupt, not the format its name says).
+
+    `path` names the file and `reason` is what the reader said; the message adds the fix."""
+
+    def __init__(self, message: str, path: str | Path, reason: str) -> None:
+        super().__init__(message)
+        self.path, self.reason = str(path), reason
+
+
+#: `data.unreadable`: what a folder source does with a scene whose files cannot be read
+UNREADABLE_POLICIES = ("fail", "skip")
+log = logging.getLogger(__name__)
+
+
+def check_unreadable_policy(policy: str) -> str:
+    """`policy` when it is one of `UNREADABLE_POLICIES`, else DataError naming them."""
+    if policy not in UNREADABLE_POLICIES:
+        raise DataError(f"data.unreadable={policy!r}: give one of {', '.join(UNREADABLE_POLICIES)}")
+    return policy
+
+
+def report_unreadable(where: str, failures: Sequence[UnreadableFile], scenes: int, policy: str) -> None:
+    """What `policy` does with the scenes of `where` that cannot be read (one failure each, of
+    `scenes` in all): fail names every file and the fixes; skip warns once, with the count."""
+    if not failures:
+        return
+    files = "; ".join(f"{f.path} ({f.reason})" for f in failures)
+    if policy == "fail":
+        raise DataError(
+            f"{where}: {len(failures)} of {scenes} scenes cannot be read, the files look truncated or "
+            f"corrupt: {files}. Re-export them (e.g. gdal_translate) or remove them from the folder, or "
+            "set data.unreadable=skip to train on the others"
+        )
+    if len(failures) == scenes:
+        raise DataError(f"{where}: every scene ({scenes}) cannot be read: {files}; re-export the files")
+    log.warning(
+        "%s: data.unreadable=skip: skipped %d of %d scenes that cannot be read: %s",
+        where,
+        len(failures),
+        scenes,
+        files,
+    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rsssl.data.scene import DataError, Scene
+from rsssl.data.scene import DataError, Scene, UnreadableFile, check_unreadable_policy, report_unreadable
 
 
 class Source(ABC):
@@ -142,7 +142,8 @@ class GeoTiffSource(Source):
     (every file must match). `bands`: keep only these bands, matched by canonical name, so
     folders of different sensors share their common bands. `cache_dir`: where the folder index
     and validity overviews are cached (None: not cached). `resampling`: bilinear | nearest, how
-    bands coarser than a scene's grid are read onto it.
+    bands coarser than a scene's grid are read onto it. `unreadable`: fail | skip, what a scene
+    with a truncated or corrupt file does (`rsssl.data.geotiff.load_geotiff_folder`).
     """
 
     name = "geotiff"
@@ -156,6 +157,7 @@ class GeoTiffSource(Source):
         bands: Sequence[str] | None = None,
         cache_dir: str | None = None,
         resampling: str = "bilinear",
+        unreadable: str = "fail",
     ) -> None:
         roots = [root] if isinstance(root, (str, Path)) else list(root)
         if not roots or not all(roots):
@@ -169,6 +171,7 @@ class GeoTiffSource(Source):
         self.bands = list(bands) if bands else None
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.resampling = resampling
+        self.unreadable = check_unreadable_policy(unreadable)
 
     def load(self) -> list[Scene]:
         from rsssl.data.geotiff import load_geotiff_folders
@@ -182,6 +185,7 @@ class GeoTiffSource(Source):
                 self.cache_dir,
                 self.bands,
                 self.resampling,
+                self.unreadable,
             )
         )
 
@@ -202,15 +206,17 @@ class PhotoFolderSource(Source):
     """Ordinary photographs (png/jpg, or tif) anywhere under `root`, one unreferenced scene each:
     the general-knowledge stage of a learning path (TOV), or any picture collection. Every image
     is decoded once and held in memory (uint8/uint16, C x H x W); all must have the same bands.
-    `band_names` names them (default: red, green, blue for RGB pictures, else b1..bN)."""
+    `band_names` names them (default: red, green, blue for RGB pictures, else b1..bN).
+    `unreadable`: fail | skip, what a truncated or corrupt picture does (all are named either way)."""
 
     name = "photos"
 
-    def __init__(self, root: str, band_names: Sequence[str] | None = None) -> None:
+    def __init__(self, root: str, band_names: Sequence[str] | None = None, unreadable: str = "fail") -> None:
         if not root:
             raise DataError("data.root is empty: give a folder of pictures, e.g. data.root=/data/photos")
         self.root = Path(root).expanduser()
         self.band_names = list(band_names) if band_names else None
+        self.unreadable = check_unreadable_policy(unreadable)
 
     def files(self) -> list[Path]:
         from rsssl.data.images import PILLOW_SUFFIXES, RASTERIO_SUFFIXES
@@ -229,9 +235,15 @@ class PhotoFolderSource(Source):
         from rsssl.data.images import image_header, read_image_pixels
         from rsssl.data.scene import ArrayScene
 
-        scenes, first = [], None
-        for path in self.files():
-            count, _, _, dtype, names = image_header(path)
+        scenes, first, failures = [], None, []
+        files = self.files()
+        for path in files:
+            try:
+                count, _, _, dtype, names = image_header(path)
+                pixels = read_image_pixels(path)
+            except UnreadableFile as err:
+                failures.append(err)
+                continue
             if first is None:
                 first = (path, count, dtype, self.band_names or names)
             elif (count, dtype) != first[1:3]:
@@ -240,7 +252,8 @@ class PhotoFolderSource(Source):
                     "picture of data.root needs the same bands (convert them, or keep them apart)"
                 )
             scene_name = str(path.relative_to(self.root))
-            scenes.append(ArrayScene(scene_name, read_image_pixels(path), bands=first[3]))
+            scenes.append(ArrayScene(scene_name, pixels, bands=first[3]))
+        report_unreadable(str(self.root), failures, len(files), self.unreadable)
         return scenes
 
     def describe(self) -> dict:

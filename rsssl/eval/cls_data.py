@@ -189,14 +189,7 @@ def image_folder(
     classes, files = _class_files(root)
     paths = [p for group in files for p in group]
     labels = np.repeat(np.arange(len(classes)), [len(group) for group in files])
-    headers = []
-    for path in paths:
-        try:
-            headers.append(image_header(path))
-        except DataError:
-            raise
-        except Exception as error:  # Pillow / rasterio raise many types for a bad file
-            raise DataError(f"cannot read image {path} ({error}): replace or remove the file") from error
+    headers = [image_header(path) for path in paths]  # a bad file: UnreadableFile naming it
     for key, what, fix in (
         (0, "band counts", "keep one sensor per folder"),
         (3, "pixel types", "use one type"),
@@ -223,10 +216,7 @@ def image_folder(
 
     images = np.empty((len(paths), num_bands, *target), dtype=dtype)
     for i, path in enumerate(paths):
-        try:
-            pixels = read_image_pixels(path)
-        except Exception as error:
-            raise DataError(f"cannot read image {path} ({error}): replace or remove the file") from error
+        pixels = read_image_pixels(path)
         images[i] = pixels if pixels.shape[1:] == target else _resize(pixels, target)
 
     names = tuple(band_names) if band_names is not None else _default_band_names(headers, num_bands)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.cli.test_pretrain_errors import run_cli, write_tif
+from tests.cli.test_pretrain_errors import failing, run_cli, write_tif
 
 GEOTIFF = ["data.tile_size=32", "data.batch_size=4", "trainer.max_steps=2", "method=simclr"]
 
@@ -41,3 +41,29 @@ def test_non_finite_float_pixels_are_no_data_and_never_reach_the_network(tmp_pat
     losses = _train_losses(_run_dir(tmp_path))
     assert len(losses) == 2 and np.isfinite(losses).all()
     assert json.loads((_run_dir(tmp_path) / "summary.json").read_text())["steps"] == 2
+
+
+def _folder_with_a_truncated_scene(root: Path) -> Path:
+    """Four 96 px scenes; the third is cut in half (its header reads, its pixels do not)."""
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c", "d"):
+        write_tif(root / f"{name}.tif", rng.integers(1, 4000, (3, 96, 96)).astype(np.uint16))
+    data = (root / "c.tif").read_bytes()
+    (root / "c.tif").write_bytes(data[: len(data) // 2])
+    return root
+
+
+def test_a_truncated_file_midway_through_a_folder_fails_fast_naming_it(tmp_path, monkeypatch, capsys):
+    root = _folder_with_a_truncated_scene(tmp_path / "tifs")
+    err = failing(["data=geotiff", f"data.root={root}", *GEOTIFF], tmp_path, monkeypatch, capsys)
+    assert "c.tif failed" in err and "truncated or corrupt" in err and "data.unreadable=skip" in err
+    assert not list((tmp_path / "runs").glob("**/last.ckpt")), "it failed after training began"
+
+
+def test_skipping_unreadable_files_trains_on_the_others_and_says_how_many(tmp_path, monkeypatch):
+    root = _folder_with_a_truncated_scene(tmp_path / "tifs")
+    run_cli(["data=geotiff", f"data.root={root}", "data.unreadable=skip", *GEOTIFF], tmp_path, monkeypatch)
+    log = (_run_dir(tmp_path) / "pretrain.log").read_text()
+    assert "data.unreadable=skip: skipped 1 of 4 scenes that cannot be read" in log and "c.tif" in log
+    assert np.isfinite(_train_losses(_run_dir(tmp_path))).all()

@@ -225,9 +225,64 @@ def test_file_rasterio_cannot_open(tmp_path: Path) -> None:
     write_tif(tmp_path / "good.tif", random_pixels(3))
     (tmp_path / "readme.tif").write_text("this is text, not a raster")
     with pytest.raises(
-        DataError, match=r"cannot open .*readme\.tif as a GeoTIFF \(.*not recognized.*re-export"
+        DataError, match=r"1 of 2 scenes cannot be read.*readme\.tif \(.*not recognized.*\)\. Re-export them"
     ):
         load_geotiff_folder(tmp_path)
+
+
+def _folder_with_unreadable_files(root: Path) -> Path:
+    """Scenes a..d and a per-band scene s2: b is cut in half (its header reads, its pixels do
+    not), c and s2's B03 are no rasters at all."""
+    root.mkdir()
+    for seed, name in enumerate("abcd"):
+        write_tif(root / f"{name}.tif", random_pixels(3, seed=seed))
+    data = (root / "b.tif").read_bytes()
+    (root / "b.tif").write_bytes(data[: len(data) // 2])
+    (root / "c.tif").write_text("this is text, not a raster")
+    write_tif(root / "s2_B02.tif", random_pixels(1, seed=5))
+    (root / "s2_B03.tif").write_bytes(b"II*\x00 truncated")
+    return root
+
+
+def test_unreadable_files_fail_naming_every_one_of_them(tmp_path: Path) -> None:
+    root = _folder_with_unreadable_files(tmp_path / "tifs")
+    with pytest.raises(DataError) as error:
+        load_geotiff_folder(root)
+    message = str(error.value)
+    assert "2 of 5 scenes cannot be read" in message and "data.unreadable=skip" in message
+    assert "c.tif" in message and "s2_B03.tif" in message and "b.tif" not in message  # b's header reads
+    scenes = load_geotiff_folder(tmp_path / "tifs", unreadable="skip")
+    assert [s.name for s in scenes] == ["a", "d"]
+    for name in ("c.tif", "s2_B02.tif", "s2_B03.tif"):
+        (root / name).unlink()
+    scenes = load_geotiff_folder(root)  # b's damage is found when its tiles are indexed
+    with pytest.raises(DataError, match=r"b\.tif failed .*truncated or corrupt.*data\.unreadable=skip"):
+        scenes[1].valid_overview(1)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_unreadable_files_are_skipped_with_one_warning(tmp_path: Path, caplog, cached: bool) -> None:
+    root = _folder_with_unreadable_files(tmp_path / "tifs")
+    cache = tmp_path / "cache" if cached else None
+    for _ in range(2 if cached else 1):  # the second time from the cached index and readability marks
+        caplog.clear()
+        scenes = load_geotiff_folder(root, cache_dir=cache, unreadable="skip")
+        assert [s.name for s in scenes] == ["a", "d"]
+        (warning,) = [r.getMessage() for r in caplog.records if "data.unreadable=skip" in r.getMessage()]
+        assert "skipped 3 of 5 scenes that cannot be read" in warning
+        assert all(name in warning for name in ("b.tif", "c.tif", "s2_B03.tif"))
+    if cached:
+        assert len(list((tmp_path / "cache").glob("*/readable-*.npz"))) == 2  # a and d, marked readable
+        with pytest.raises(DataError, match="2 of 5 scenes cannot be read"):  # the cache hides nothing
+            load_geotiff_folder(root, cache_dir=cache)
+
+
+def test_a_folder_of_unreadable_files_only_is_refused_even_when_skipping(tmp_path: Path) -> None:
+    (tmp_path / "c.tif").write_text("text")
+    with pytest.raises(DataError, match=r"every scene \(1\) cannot be read: .*c\.tif"):
+        load_geotiff_folder(tmp_path, unreadable="skip")
+    with pytest.raises(DataError, match=r"data\.unreadable='ignore': give one of fail, skip"):
+        load_geotiff_folder(tmp_path, unreadable="ignore")
 
 
 def test_root_missing_not_a_folder_or_empty(tmp_path: Path) -> None:
