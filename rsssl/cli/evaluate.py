@@ -25,7 +25,7 @@ from rsssl.data.scene import DataError
 from rsssl.eval.data import EvalDataset
 from rsssl.eval.suite import Suite, baseline_candidates, encoder_candidate
 from rsssl.models.backbones import ConfigError
-from rsssl.results.store import record_config
+from rsssl.results.store import ResultsNotWritten, record_config
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> None:
     try:
         check_config(cfg)
         evaluate_encoder(cfg, cfg.encoder)
-    except (DataError, ConfigError) as error:
+    except (DataError, ConfigError, ResultsNotWritten) as error:
         print(f"rsssl-eval: error: {error}", file=sys.stderr)
         sys.exit(2)
 

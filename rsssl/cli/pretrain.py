@@ -45,7 +45,7 @@ from rsssl.methods.base import SSLMethod, TrainingDiverged
 from rsssl.models.backbones import ConfigError
 from rsssl.models.export import WEIGHTS_NAME, save_encoder
 from rsssl.models.sync_bn import CPUSyncBatchNormPlugin
-from rsssl.results.store import ResultRow, append_rows, record_config, relative_run_id
+from rsssl.results.store import ResultRow, ResultsNotWritten, append_rows, record_config, relative_run_id
 
 register_resolvers()  # conf/pretrain.yaml's run_name uses ${data_id:${data}}
 log = logging.getLogger(__name__)
@@ -606,7 +606,7 @@ def main(cfg: DictConfig) -> None:
                 regenerate_leaderboard(cfg.results, cfg.leaderboard_dir, "rsssl-pretrain ... stages")
         else:
             run(cfg)
-    except (DataError, ConfigError, TrainingDiverged) as error:
+    except (DataError, ConfigError, TrainingDiverged, ResultsNotWritten) as error:
         print(f"rsssl-pretrain: error: {error}", file=sys.stderr)
         sys.exit(2)
 

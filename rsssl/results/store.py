@@ -332,13 +332,31 @@ def append_rows(path: str | os.PathLike, rows: Iterable[ResultRow], *, skip_exis
             if size:
                 _check_header(fd, path)
             data = body if size else HEADER.encode("utf-8") + body
-            written = os.write(fd, data)
-            while written < len(data):  # a short write (signal, full disk) continues where it stopped
-                written += os.write(fd, data[written:])
-            os.fsync(fd)
+            _write_whole_or_nothing(fd, data, size, path, len(rows))
         finally:
             os.close(fd)
     return len(rows)
+
+
+class ResultsNotWritten(OSError):
+    """Rows that could not be appended (a full disk, a quota); none of them is in the store."""
+
+
+def _write_whole_or_nothing(fd: int, data: bytes, size: int, path: Path, count: int) -> None:
+    """Append `data` at `size` and fsync; on a failure (a full disk, a quota) cut the file back to
+    `size`, so a batch of rows is stored whole or not at all, and say so."""
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write (a signal, a nearly full disk) continues where it stopped
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    except OSError as err:
+        os.ftruncate(fd, size)
+        raise ResultsNotWritten(
+            err.errno,
+            f"appending to {path} failed ({err.strerror or err}): none of its {count} rows was written; "
+            "free space and run the evaluation again (rows already stored are skipped)",
+        ) from err
 
 
 def _lock(path: Path) -> FileLock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -107,6 +109,43 @@ def test_classification_rows_baselines_and_resume(tmp_path, monkeypatch, capsys)
     before = results.read_text()
     run(evaluate, argv, monkeypatch)  # a re-run skips every unit already in the store
     assert results.read_text() == before
+
+
+def test_a_full_disk_stops_the_evaluation_with_a_message_and_keeps_the_rows_stored(
+    tmp_path, monkeypatch, capsys
+):
+    """kNN rows of seed 0 are stored; the disk fills before seed 1's: the command stops with the
+    store's message (no traceback), and no part of the failed append is in the file."""
+    weights = export_tiny(tmp_path / "enc")
+    results = tmp_path / "results.csv"
+    argv = [
+        f"encoder={weights}",
+        *SMALL_SYNTHETIC,
+        "eval=classification",
+        "eval.baselines=false",
+        "eval.classification.protocols=[knn]",
+        "eval.classification.budgets=[5]",
+        "eval.classification.seeds=[0,1]",
+        f"results={results}",
+        "features_cache_dir=null",
+    ]
+    real_write, appends = os.write, []
+
+    def fills_on_the_second_append(fd: int, data: bytes) -> int:
+        appends.append(len(data))
+        if len(appends) > 1:
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr("rsssl.results.store.os.write", fills_on_the_second_append)
+    with pytest.raises(SystemExit) as exit_info:
+        run(evaluate, argv, monkeypatch)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "none of its" in err and "Traceback" not in err
+    assert {r.seed for r in read_rows(results)} == {0}
+    assert results.read_text().endswith("\n")
 
 
 def test_eval_supervised_false_drops_only_the_supervised_reference(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -132,6 +133,71 @@ def test_two_writer_processes_append_every_row_exactly_once(tmp_path: Path) -> N
     rows = read_rows(path)
     assert sorted(r.run_id for r in rows) == sorted(f"{w}{i}" for w in "ab" for i in range(300))
     _assert_all_lines_complete(path)
+
+
+def _rerun_writer(path: str, n: int) -> None:
+    for i in range(n):
+        append_rows(path, [_row(i)], skip_existing=True)
+
+
+def test_two_reruns_of_one_sweep_at_once_write_each_row_once(tmp_path: Path) -> None:
+    """Two sweeps finishing the same units on one store: the check for a row and its append
+    happen under one lock, so neither duplicates what the other wrote."""
+    path = tmp_path / "results.csv"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_rerun_writer, args=(str(path), 200)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(r.run_id for r in read_rows(path)) == sorted(f"w{i}" for i in range(200))
+    _assert_all_lines_complete(path)
+
+
+def _full_after(limit: int):
+    """An `os.write` that stores at most `limit` more bytes, then fails as a full disk does."""
+    real_write, left = os.write, [limit]
+
+    def write(fd: int, data: bytes) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = real_write(fd, data[: left[0]])
+        left[0] -= written
+        return written
+
+    return write
+
+
+def test_a_full_disk_mid_append_writes_no_part_of_the_batch(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "results.csv"
+    append_rows(path, [_row(0), _row(1)])
+    before = path.read_bytes()
+    batch = [_row(2), _row(3), _row(4)]
+    one_and_a_half_rows = len(before.splitlines()[1]) * 3 // 2
+    monkeypatch.setattr("rsssl.results.store.os.write", _full_after(one_and_a_half_rows))
+    with pytest.raises(OSError, match=r"results\.csv.*No space left.*none of its 3 rows was written"):
+        append_rows(path, batch)
+    assert path.read_bytes() == before
+    monkeypatch.undo()
+    assert append_rows(path, batch, skip_existing=True) == 3  # the re-run writes them all
+    assert [r.run_id for r in read_rows(path)] == [f"w{i}" for i in range(5)]
+    _assert_all_lines_complete(path)
+
+
+def test_a_full_disk_while_the_configs_sidecar_is_written_keeps_the_old_one(tmp_path, monkeypatch) -> None:
+    results = tmp_path / "results.csv"
+    record_config(results, "aaa", {"method": "moco"})
+    before = configs_path(results).read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("rsssl.results.store.os.fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        record_config(results, "bbb", {"method": "simclr"})
+    assert configs_path(results).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.configs.json", "results.csv.lock"]
 
 
 _KILLED_WRITER = textwrap.dedent("""
