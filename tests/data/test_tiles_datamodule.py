@@ -267,3 +267,35 @@ def test_real_npz_scene(data_dir, tmp_path):
 def test_ambiguous_band_name_is_refused():
     with pytest.raises(DataError, match="'NIR' matches several bands.*nir, B08"):
         resolve_bands([named("x", ["nir", "B08"])], ["NIR"])
+
+
+def test_nodata_tiles_inside_a_valid_geotiff_scene_are_never_trained_on(tmp_path):
+    """A 128 px scene (nodata 0) with two 32 px blocks of nodata and one half-nodata block: of
+    its 16 grid tiles the three are never cut, every batch holds data only, and the band means
+    are those of the 13 tiles kept."""
+    from tests.data.test_geotiff_source import write_tif
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(1, 5000, (2, 128, 128)).astype(np.uint16)
+    pixels[:, 0:32, 32:64] = 0
+    pixels[:, 64:96, 0:32] = 0
+    pixels[:, 96:128, 96:112] = 0
+    (tmp_path / "tifs").mkdir()
+    write_tif(tmp_path / "tifs" / "scene.tif", pixels, nodata=0)
+    dm = RSDataModule(
+        GeoTiffSource(str(tmp_path / "tifs")),
+        tile_size=32,
+        batch_size=13,
+        num_workers=0,
+        stats_cache_dir=None,
+        pin_memory=False,
+        seed=0,
+    )
+    dm.prepare()
+    kept = sorted(zip(dm.train_index.row.tolist(), dm.train_index.col.tolist()))
+    every = [(r, c) for r in range(0, 128, 32) for c in range(0, 128, 32)]
+    assert kept == [t for t in every if t not in {(0, 32), (64, 0), (96, 96)}]
+    (batch,) = list(dm.train_dataloader())
+    assert batch["image"].shape == (13, 2, 32, 32) and bool((batch["image"] != 0).all())
+    tiles = np.stack([pixels[:, r : r + 32, c : c + 32] for r, c in kept]).astype(np.float64)
+    np.testing.assert_allclose(dm.stats.mean, tiles.mean(axis=(0, 2, 3)), rtol=1e-12)
