@@ -19,7 +19,9 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rsssl import __version__
 from rsssl.data import draws
+from rsssl.eval.suite import git_commit
 from rsssl.models.backbones import ConfigError
 
 
@@ -42,6 +44,50 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temporary, target)
         finally:
             temporary.unlink(missing_ok=True)
+
+
+#: the layout of what rsssl puts in a checkpoint; raised when a change needs older ones migrated
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointStamp(L.Callback):
+    """Records in every checkpoint the rsssl that wrote it (`checkpoint["rsssl"]`: version,
+    checkpoint format, commit), so a resume by another rsssl can say which one wrote it."""
+
+    @staticmethod
+    def stamp() -> dict[str, Any]:
+        """What this rsssl writes into a checkpoint about itself."""
+        return {"version": __version__, "format": CHECKPOINT_FORMAT, "git_commit": git_commit()}
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rsssl"] = self.stamp()
+
+
+def written_by(checkpoint: dict[str, Any]) -> str:
+    """The rsssl that wrote `checkpoint`, in words (from its stamp, `CheckpointStamp`)."""
+    stamp = checkpoint.get("rsssl")
+    if not isinstance(stamp, dict):
+        return "an rsssl older than its checkpoints' version stamp"
+    commit = f", commit {stamp['git_commit']}" if stamp.get("git_commit") else ""
+    return f"rsssl {stamp.get('version')} (checkpoint format {stamp.get('format')}{commit})"
+
+
+def this_rsssl() -> str:
+    """This rsssl, in words: its version and commit."""
+    commit = f" (commit {git_commit()})" if git_commit() else ""
+    return f"rsssl {__version__}{commit}"
+
+
+def check_checkpoint_format(checkpoint: dict[str, Any], path: Path) -> None:
+    """ConfigError for a checkpoint of a newer checkpoint format than this rsssl reads."""
+    stamp = checkpoint.get("rsssl")
+    written = stamp.get("format") if isinstance(stamp, dict) else 0
+    if not isinstance(written, int) or written > CHECKPOINT_FORMAT:
+        raise ConfigError(
+            f"resume={path}: written by {written_by(checkpoint)}, but this is {this_rsssl()}, which reads "
+            f"checkpoint formats up to {CHECKPOINT_FORMAT}: upgrade rsssl (pip install -U rsssl, or git "
+            "pull in its checkout) to resume it"
+        )
 
 
 class LastCheckpoint(L.Callback):

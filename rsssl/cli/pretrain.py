@@ -30,7 +30,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsssl.cli import CONF_DIR
 from rsssl.cli.callbacks import ThroughputMonitor, ValidateAtMaxSteps
-from rsssl.cli.checkpoints import AtomicCheckpointIO, LastCheckpoint, StepSeeds
+from rsssl.cli.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointStamp,
+    LastCheckpoint,
+    StepSeeds,
+    check_checkpoint_format,
+    this_rsssl,
+    written_by,
+)
 from rsssl.cli.checks import check_config, refuse_bad_command_line
 from rsssl.cli.evaluate import evaluate_encoder
 from rsssl.cli.hydra_callbacks import regenerate_leaderboard
@@ -356,14 +364,22 @@ def check_checkpoint_fits(method: SSLMethod, path: Path, shown: int = 6) -> None
         raise ConfigError(
             f"resume={path}: not a Lightning checkpoint (no state_dict): give a run's last.ckpt"
         )
+    check_checkpoint_format(checkpoint, path)
     mismatches = shape_mismatches(_shapes(method.state_dict()), _shapes(checkpoint["state_dict"]))
     if mismatches:
         more = [f"{len(mismatches) - shown} more"] if len(mismatches) > shown else []
+        found = "; ".join(mismatches[:shown] + more)
+        if written_by(checkpoint) != written_by({"rsssl": CheckpointStamp.stamp()}):
+            raise ConfigError(
+                f"resume={path}: the checkpoint does not fit the model of this config ({found}); it was "
+                f"written by {written_by(checkpoint)} and this is {this_rsssl()}, whose model may differ: "
+                "resume it with the rsssl that wrote it (its commit: git checkout <commit>), or start "
+                "fresh with resume=false"
+            )
         raise ConfigError(
-            f"resume={path}: the checkpoint does not fit the model of this config "
-            f"({'; '.join(mismatches[:shown] + more)}); it is from a run of other settings (data bands, "
-            "method, backbone): resume a run of this config with resume=/path/to/last.ckpt, or start "
-            "fresh with resume=false"
+            f"resume={path}: the checkpoint does not fit the model of this config ({found}); it is from a "
+            "run of other settings (data bands, method, backbone): resume a run of this config with "
+            "resume=/path/to/last.ckpt, or start fresh with resume=false"
         )
 
 
@@ -414,7 +430,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list |
         dirpath=str(run_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1
     )
     last = LastCheckpoint(run_dir, cfg.get("checkpoint_every_n_steps"))
-    callbacks = [best, last, StepSeeds(int(cfg.seed)), ThroughputMonitor()]
+    callbacks = [best, last, CheckpointStamp(), StepSeeds(int(cfg.seed)), ThroughputMonitor()]
     callbacks += [ValidateAtMaxSteps()] if validated else []
     sampling = sampling_settings(cfg)
     if sampling.strategy == "balanced":

@@ -1,6 +1,6 @@
 """The rest of the fault matrix through the real `rsssl-pretrain` entry point: non-finite float
-pixels, files that cannot be read midway through a folder, nodata tiles inside a valid scene and
-checkpoints of another rsssl version. Each fault either trains correctly or fails naming the fix."""
+pixels, files that cannot be read midway through a folder and checkpoints of another rsssl
+version. Each fault either trains correctly or fails naming the fix."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from tests.cli.test_pretrain_errors import failing, run_cli, write_tif
+import rsssl
+from rsssl.cli.checkpoints import CHECKPOINT_FORMAT
+from rsssl.eval.suite import git_commit
+from tests.cli.test_pretrain_errors import SYNTHETIC, failing, run_cli, write_tif
 
 GEOTIFF = ["data.tile_size=32", "data.batch_size=4", "trainer.max_steps=2", "method=simclr"]
 
@@ -67,3 +71,63 @@ def test_skipping_unreadable_files_trains_on_the_others_and_says_how_many(tmp_pa
     log = (_run_dir(tmp_path) / "pretrain.log").read_text()
     assert "data.unreadable=skip: skipped 1 of 4 scenes that cannot be read" in log and "c.tif" in log
     assert np.isfinite(_train_losses(_run_dir(tmp_path))).all()
+
+
+def _checkpoint_of_a_short_run(tmp_path: Path, monkeypatch) -> Path:
+    run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=2"], tmp_path, monkeypatch)
+    (checkpoint,) = (tmp_path / "runs").glob("*/*/last.ckpt")
+    return checkpoint
+
+
+def _rewrite(path: Path, change) -> Path:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_a_checkpoint_records_the_rsssl_that_wrote_it(tmp_path, monkeypatch):
+    checkpoint = torch.load(_checkpoint_of_a_short_run(tmp_path, monkeypatch), weights_only=True)
+    assert checkpoint["rsssl"] == {
+        "version": rsssl.__version__,
+        "format": CHECKPOINT_FORMAT,
+        "git_commit": git_commit(),
+    }
+
+
+def test_a_checkpoint_of_an_older_rsssl_that_no_longer_fits_says_so(tmp_path, monkeypatch, capsys):
+    """An older rsssl's checkpoint (no stamp; a buffer under an older name): resuming it names the
+    version gap and the two ways out, before anything trains."""
+
+    def older(checkpoint: dict) -> None:
+        del checkpoint["rsssl"]
+        state = checkpoint["state_dict"]
+        state["queue_old_name"] = state.pop("queue")
+
+    path = _rewrite(_checkpoint_of_a_short_run(tmp_path, monkeypatch), older)
+    err = failing(
+        [*SYNTHETIC, "method=moco", "trainer.max_steps=4", f"resume={path}"], tmp_path, monkeypatch, capsys
+    )
+    assert "written by an rsssl older than its checkpoints' version stamp" in err
+    assert f"this is rsssl {rsssl.__version__}" in err
+    assert "queue missing from the checkpoint" in err and "queue_old_name only in the checkpoint" in err
+    assert "with the rsssl that wrote it" in err and "resume=false" in err
+
+
+def test_a_checkpoint_of_a_newer_rsssl_asks_for_an_upgrade(tmp_path, monkeypatch, capsys):
+    def newer(checkpoint: dict) -> None:
+        checkpoint["rsssl"] = {"version": "9.0.0", "format": CHECKPOINT_FORMAT + 1, "git_commit": "abc1234"}
+
+    path = _rewrite(_checkpoint_of_a_short_run(tmp_path, monkeypatch), newer)
+    err = failing(
+        [*SYNTHETIC, "method=moco", "trainer.max_steps=4", f"resume={path}"], tmp_path, monkeypatch, capsys
+    )
+    assert "written by rsssl 9.0.0 (checkpoint format 2, commit abc1234)" in err
+    assert f"reads checkpoint formats up to {CHECKPOINT_FORMAT}" in err and "upgrade rsssl" in err
+
+
+def test_an_unstamped_checkpoint_that_fits_resumes(tmp_path, monkeypatch):
+    path = _rewrite(_checkpoint_of_a_short_run(tmp_path, monkeypatch), lambda c: c.pop("rsssl"))
+    run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=4", f"resume={path}"], tmp_path, monkeypatch)
+    resumed = max((tmp_path / "runs").glob("*/*/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    assert torch.load(resumed, weights_only=True)["global_step"] == 4
