@@ -22,6 +22,8 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
+from tests.helpers.memory import descendants, proc_kib
+
 pytestmark = pytest.mark.slow
 
 SIZE, BANDS, STRIP = 8192, 4, 512
@@ -67,34 +69,6 @@ def write_scene(path: Path, seed: int) -> None:
             if row == 0:
                 strip[:, :256] = 0
             ds.write(strip, window=Window(0, row, SIZE, STRIP))
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (from the parent ids in /proc/*/stat)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def proc_kib(pid: int, table: str, field: str) -> int:
-    """A field of /proc/<pid>/<table> (status: VmHWM, VmRSS; smaps_rollup: Pss) in KiB, 0 once gone."""
-    try:
-        for line in Path(f"/proc/{pid}/{table}").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def pretrain_peak(root: Path, work: Path) -> dict[str, float]:

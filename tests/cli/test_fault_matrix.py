@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import rsssl
@@ -73,21 +74,26 @@ def test_skipping_unreadable_files_trains_on_the_others_and_says_how_many(tmp_pa
     assert np.isfinite(_train_losses(_run_dir(tmp_path))).all()
 
 
-def _checkpoint_of_a_short_run(tmp_path: Path, monkeypatch) -> Path:
-    run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=2"], tmp_path, monkeypatch)
-    (checkpoint,) = (tmp_path / "runs").glob("*/*/last.ckpt")
+@pytest.fixture(scope="module")
+def short_run_checkpoint(tmp_path_factory) -> Path:
+    """The last.ckpt of a 2-step MoCo run, made once for the tests below (each copies it)."""
+    folder = tmp_path_factory.mktemp("short_run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=2"], folder, monkeypatch)
+    (checkpoint,) = (folder / "runs").glob("*/*/last.ckpt")
     return checkpoint
 
 
-def _rewrite(path: Path, change) -> Path:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+def _rewritten(source: Path, target: Path, change) -> Path:
+    """`source` with `change` applied to its content, saved as `target`."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
     change(checkpoint)
-    torch.save(checkpoint, path)
-    return path
+    torch.save(checkpoint, target)
+    return target
 
 
-def test_a_checkpoint_records_the_rsssl_that_wrote_it(tmp_path, monkeypatch):
-    checkpoint = torch.load(_checkpoint_of_a_short_run(tmp_path, monkeypatch), weights_only=True)
+def test_a_checkpoint_records_the_rsssl_that_wrote_it(short_run_checkpoint):
+    checkpoint = torch.load(short_run_checkpoint, weights_only=True)
     assert checkpoint["rsssl"] == {
         "version": rsssl.__version__,
         "format": CHECKPOINT_FORMAT,
@@ -95,7 +101,9 @@ def test_a_checkpoint_records_the_rsssl_that_wrote_it(tmp_path, monkeypatch):
     }
 
 
-def test_a_checkpoint_of_an_older_rsssl_that_no_longer_fits_says_so(tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_of_an_older_rsssl_that_no_longer_fits_says_so(
+    short_run_checkpoint, tmp_path, monkeypatch, capsys
+):
     """An older rsssl's checkpoint (no stamp; a buffer under an older name): resuming it names the
     version gap and the two ways out, before anything trains."""
 
@@ -104,7 +112,7 @@ def test_a_checkpoint_of_an_older_rsssl_that_no_longer_fits_says_so(tmp_path, mo
         state = checkpoint["state_dict"]
         state["queue_old_name"] = state.pop("queue")
 
-    path = _rewrite(_checkpoint_of_a_short_run(tmp_path, monkeypatch), older)
+    path = _rewritten(short_run_checkpoint, tmp_path / "older.ckpt", older)
     err = failing(
         [*SYNTHETIC, "method=moco", "trainer.max_steps=4", f"resume={path}"], tmp_path, monkeypatch, capsys
     )
@@ -114,11 +122,13 @@ def test_a_checkpoint_of_an_older_rsssl_that_no_longer_fits_says_so(tmp_path, mo
     assert "with the rsssl that wrote it" in err and "resume=false" in err
 
 
-def test_a_checkpoint_of_a_newer_rsssl_asks_for_an_upgrade(tmp_path, monkeypatch, capsys):
+def test_a_checkpoint_of_a_newer_rsssl_asks_for_an_upgrade(
+    short_run_checkpoint, tmp_path, monkeypatch, capsys
+):
     def newer(checkpoint: dict) -> None:
         checkpoint["rsssl"] = {"version": "9.0.0", "format": CHECKPOINT_FORMAT + 1, "git_commit": "abc1234"}
 
-    path = _rewrite(_checkpoint_of_a_short_run(tmp_path, monkeypatch), newer)
+    path = _rewritten(short_run_checkpoint, tmp_path / "newer.ckpt", newer)
     err = failing(
         [*SYNTHETIC, "method=moco", "trainer.max_steps=4", f"resume={path}"], tmp_path, monkeypatch, capsys
     )
@@ -126,8 +136,8 @@ def test_a_checkpoint_of_a_newer_rsssl_asks_for_an_upgrade(tmp_path, monkeypatch
     assert f"reads checkpoint formats up to {CHECKPOINT_FORMAT}" in err and "upgrade rsssl" in err
 
 
-def test_an_unstamped_checkpoint_that_fits_resumes(tmp_path, monkeypatch):
-    path = _rewrite(_checkpoint_of_a_short_run(tmp_path, monkeypatch), lambda c: c.pop("rsssl"))
+def test_an_unstamped_checkpoint_that_fits_resumes(short_run_checkpoint, tmp_path, monkeypatch):
+    path = _rewritten(short_run_checkpoint, tmp_path / "unstamped.ckpt", lambda c: c.pop("rsssl"))
     run_cli([*SYNTHETIC, "method=moco", "trainer.max_steps=4", f"resume={path}"], tmp_path, monkeypatch)
     resumed = max((tmp_path / "runs").glob("*/*/last.ckpt"), key=lambda p: p.stat().st_mtime)
     assert torch.load(resumed, weights_only=True)["global_step"] == 4
