@@ -55,7 +55,7 @@ def write_folder(folder: Path) -> None:
             ds.write(pixels.astype(np.uint16))
 
 
-@pytest.mark.timeout(3600)  # about 35 minutes on 2 cores
+@pytest.mark.timeout(3600)  # 22 minutes on 2 cores
 def test_memory_stays_flat_over_2000_steps(tmp_path: Path) -> None:
     write_folder(tmp_path / "tifs")
     figures = tmp_path / "memory.json"
