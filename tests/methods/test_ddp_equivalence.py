@@ -10,7 +10,8 @@ styles come from the global batch, and queues are written in global-batch order.
 
 Where it cannot hold, by design: MoCo's shuffle-BN normalises keys per process under DDP and in
 `bn_groups` split groups on one process (runs here with `method.shuffle_bn=false`; the keys'
-BatchNorm layout is tested in test_shuffle_bn.py); `random_init` does not train.
+BatchNorm layout is tested in test_shuffle_bn.py); `random_init` does not train. The weighted
+sampling strategies (balanced, geographic) run on SimCLR.
 """
 
 from __future__ import annotations
@@ -47,11 +48,20 @@ COMMON = [
     *SYNTHETIC,
 ]
 MOCO_FAMILY = {"moco", "saumoco", "sticl"}
-CASES = [m for m in METHODS if m != "random_init"]
+# the sampling strategies that weight an epoch's draws, on one method: the weights (k-means on
+# each process's features of every tile, or ground cells) must be the same on every process
+SAMPLING_CASES = {
+    "simclr_balanced": ["sampling.strategy=balanced", "sampling.clusters=3"],
+    "simclr_geographic": ["sampling.strategy=geographic", "sampling.cell_size=500"],
+}
+CASES = [m for m in METHODS if m != "random_init"] + list(SAMPLING_CASES)
 
 
-def overrides(method: str) -> list[str]:
+def overrides(case: str) -> list[str]:
+    """The settings of a case: a method (its name), or a method under a sampling strategy."""
+    method = case.split("_")[0] if case in SAMPLING_CASES else case
     extra = ["method.shuffle_bn=false"] if method in MOCO_FAMILY else []
+    extra += SAMPLING_CASES.get(case, [])
     return with_small_backbone(method, [f"method={method}", *COMMON, *extra])
 
 
