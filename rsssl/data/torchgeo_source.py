@@ -70,7 +70,7 @@ import torch
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from rasterio.enums import Resampling
-from rasterio.errors import NodataShadowWarning
+from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from torchgeo.datasets import DatasetNotFoundError, RasterDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
@@ -86,7 +86,7 @@ from rsssl.data.index import (
     has_dataset_mask,
     pixel_dtype,
 )
-from rsssl.data.scene import DataError, Scene, Window
+from rsssl.data.scene import DataError, Scene, UnreadableFile, Window
 from rsssl.data.sources import Source
 from rsssl.data.tiles import TileIndex
 
@@ -445,7 +445,16 @@ class TorchGeoScene(Scene):
         x0, y1 = self.left + w.col * self.res[0], self.top - w.row * self.res[1]
         x1, y0 = x0 + w.width * self.res[0], y1 - w.height * self.res[1]
         res = ((x1 - x0) / shape[1], (y1 - y0) / shape[0])
-        return self.reader.query((x0, y0, x1, y1), res, self.intervals[date])
+        try:
+            return self.reader.query((x0, y0, x1, y1), res, self.intervals[date])
+        except RasterioError as err:
+            cause = str(err.__cause__ or err)
+            raise UnreadableFile(
+                f"reading scene {self.name!r} failed ({cause}): one of its files looks truncated or "
+                "corrupt; re-export it (e.g. gdal_translate) or remove it from data.paths",
+                self.name,
+                cause,
+            ) from err
 
     def read(self, window: Window, date: int = 0) -> np.ndarray:
         return self._query(window, (window.height, window.width), date)

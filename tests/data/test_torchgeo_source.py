@@ -146,6 +146,15 @@ def test_nodata_tag_marks_invalid_pixels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scene.valid_overview(5), expected[2::5, 2::5])
 
 
+def test_a_truncated_file_is_named_when_its_pixels_are_read(tmp_path: Path) -> None:
+    path = write_tif(tmp_path / "cut.tif", pixels(2, seed=4), transform=TILES["18SUJ"])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    (scene,) = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif").load()
+    with pytest.raises(DataError, match=r"reading scene 'cut' failed \(cut\.tif.*truncated or corrupt"):
+        scene.valid_overview(1)
+
+
 def plain(root: Path, name: str, pixels: np.ndarray, x: float, nodata: float | None = None) -> Path:
     """A multi-band file of a plain RasterDataset, 5 m pixels, its left edge at `x`."""
     transform = Affine(5.0, 0.0, x, 0.0, -5.0, 4_100_000.0)
