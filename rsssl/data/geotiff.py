@@ -69,6 +69,7 @@ from rsssl.data.scene import (
     UnreadableFile,
     Window,
     check_unreadable_policy,
+    readable_scenes,
     report_unreadable,
 )
 
@@ -471,7 +472,7 @@ def load_geotiff_folder(
     ]
     failures = [UnreadableFile(reason, path, reason) for _, path, reason in index.unreadable]
     if unreadable == "skip":
-        scenes, damaged = _readable(scenes)
+        scenes, damaged = readable_scenes(scenes)
         failures += damaged
     report_unreadable(str(root), failures, len(scenes) + len(failures), unreadable)
     _check_same(
@@ -487,19 +488,6 @@ def load_geotiff_folder(
         "give one sensor/product per folder, or convert the files to one dtype (gdal_translate -ot UInt16)",
     )
     return scenes
-
-
-def _readable(scenes: list[GeoTiffScene]) -> tuple[list[GeoTiffScene], list[UnreadableFile]]:
-    """The scenes every file of which decodes in full, and the failure of each other one."""
-    kept, failures = [], []
-    for scene in scenes:
-        try:
-            scene.check_readable()
-        except UnreadableFile as err:
-            failures.append(err)
-        else:
-            kept.append(scene)
-    return kept, failures
 
 
 def _check_georeference(scenes: list[GeoTiffScene]) -> None:

@@ -35,6 +35,7 @@ class UnreadableFile(DataError):
 
 #: `data.unreadable`: what a folder source does with a scene whose files cannot be read
 UNREADABLE_POLICIES = ("fail", "skip")
+READ_STRIP = 512  # rows per read of `Scene.check_readable`
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +44,19 @@ def check_unreadable_policy(policy: str) -> str:
     if policy not in UNREADABLE_POLICIES:
         raise DataError(f"data.unreadable={policy!r}: give one of {', '.join(UNREADABLE_POLICIES)}")
     return policy
+
+
+def readable_scenes(scenes: Sequence[Scene]) -> tuple[list[Scene], list[UnreadableFile]]:
+    """The scenes that read in full (`Scene.check_readable`), and the failure of each other one."""
+    kept, failures = [], []
+    for scene in scenes:
+        try:
+            scene.check_readable()
+        except UnreadableFile as err:
+            failures.append(err)
+        else:
+            kept.append(scene)
+    return kept, failures
 
 
 def report_unreadable(where: str, failures: Sequence[UnreadableFile], scenes: int, policy: str) -> None:
@@ -133,6 +147,13 @@ class Scene(ABC):
 
         Used to choose tile positions without loading the whole scene.
         """
+
+    def check_readable(self) -> None:
+        """Read every pixel of every date once, in strips of rows: UnreadableFile where a file
+        of the scene cannot be decoded (`data.unreadable=skip` leaves such scenes out)."""
+        for date in range(len(self.dates)):
+            for row in range(0, self.height, READ_STRIP):
+                self.read(Window(row, 0, min(READ_STRIP, self.height - row), self.width), date)
 
     def pixel_to_map(self, row: float, col: float) -> tuple[float, float]:
         """Map coordinates (x, y) of a pixel position; pixel (col, row) when not georeferenced."""

@@ -86,7 +86,15 @@ from rsssl.data.index import (
     has_dataset_mask,
     pixel_dtype,
 )
-from rsssl.data.scene import DataError, Scene, UnreadableFile, Window
+from rsssl.data.scene import (
+    DataError,
+    Scene,
+    UnreadableFile,
+    Window,
+    check_unreadable_policy,
+    readable_scenes,
+    report_unreadable,
+)
 from rsssl.data.sources import Source
 from rsssl.data.tiles import TileIndex
 
@@ -451,7 +459,8 @@ class TorchGeoScene(Scene):
             cause = str(err.__cause__ or err)
             raise UnreadableFile(
                 f"reading scene {self.name!r} failed ({cause}): one of its files looks truncated or "
-                "corrupt; re-export it (e.g. gdal_translate) or remove it from data.paths",
+                "corrupt; re-export it (e.g. gdal_translate) or remove it from data.paths, or set "
+                "data.unreadable=skip to train without it",
                 self.name,
                 cause,
             ) from err
@@ -522,6 +531,7 @@ class TorchGeoSource(Source):
         date_format: str | None = None,
         all_bands: Sequence[str] | None = None,
         separate_files: bool | None = None,
+        unreadable: str = "fail",
     ) -> None:
         if not paths:
             raise DataError(
@@ -543,6 +553,7 @@ class TorchGeoSource(Source):
         )
         self.attrs = {k: v for k, v in given.items() if v is not None}
         self._reader: TorchGeoReader | None = None
+        self.unreadable = check_unreadable_policy(unreadable)
 
     @property
     def reader(self) -> TorchGeoReader:
@@ -555,7 +566,14 @@ class TorchGeoSource(Source):
         return self._reader
 
     def load(self) -> list[Scene]:
-        return list(index_scenes(self.reader, self.group_dates))
+        """The scenes; with `unreadable` skip, those whose files read in full (one warning for
+        the others; fail finds a damaged file when its tiles are indexed, naming it)."""
+        scenes: list[Scene] = list(index_scenes(self.reader, self.group_dates))
+        if self.unreadable == "skip":
+            kept, failures = readable_scenes(scenes)
+            report_unreadable(", ".join(self.paths), failures, len(scenes), self.unreadable)
+            scenes = kept
+        return scenes
 
     def _sidecars(self) -> list[Path]:
         """The ``.msk`` masks and ``.aux.xml`` metadata GDAL reads beside the files (a new mask

@@ -146,13 +146,17 @@ def test_nodata_tag_marks_invalid_pixels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scene.valid_overview(5), expected[2::5, 2::5])
 
 
-def test_a_truncated_file_is_named_when_its_pixels_are_read(tmp_path: Path) -> None:
+def test_a_truncated_file_is_named_when_read_or_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
     path = write_tif(tmp_path / "cut.tif", pixels(2, seed=4), transform=TILES["18SUJ"])
+    write_tif(tmp_path / "whole.tif", pixels(2, seed=5), transform=TILES["18SVJ"])
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    (scene,) = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif").load()
-    with pytest.raises(DataError, match=r"reading scene 'cut' failed \(cut\.tif.*truncated or corrupt"):
-        scene.valid_overview(1)
+    cut, _ = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif").load()
+    with pytest.raises(DataError, match=r"reading scene 'cut' failed \(cut\.tif.*data\.unreadable=skip"):
+        cut.valid_overview(1)
+    source = TorchGeoSource("RasterDataset", str(tmp_path), filename_glob="*.tif", unreadable="skip")
+    assert [s.name for s in source.load()] == ["whole"]
+    assert "skipped 1 of 2 scenes that cannot be read" in caplog.text and "cut.tif" in caplog.text
 
 
 def plain(root: Path, name: str, pixels: np.ndarray, x: float, nodata: float | None = None) -> Path:
