@@ -470,7 +470,10 @@ def load_geotiff_folder(
         GeoTiffScene(r, nodata, band_preset, date_pattern, index.overview_dir, resampling)
         for r in index.scenes
     ]
-    failures = [UnreadableFile(reason, path, reason) for _, path, reason in index.unreadable]
+    failures = [
+        UnreadableFile(f"cannot open {path} as a GeoTIFF ({reason})", path, reason)
+        for _, path, reason in index.unreadable
+    ]
     if unreadable == "skip":
         scenes, damaged = readable_scenes(scenes)
         failures += damaged
