@@ -202,7 +202,7 @@ class ArrayScene(Scene):
                 f"scene {name!r}: {len(self.bands)} band names for {channels} bands; give one name per band"
             )
         self.dtype = images.dtype
-        self.valid = valid.astype(bool) if valid is not None else None
+        self.valid = valid.astype(bool, copy=False) if valid is not None else None
         self.mask = mask
         self.dates = tuple(dates) if dates is not None else ("",) * images.shape[0]
         if len(self.dates) != images.shape[0]:
