@@ -7,8 +7,9 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 RSSSL_DATA_DIR ?= $(abspath ../shared/data)
 export RSSSL_DATA_DIR
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install test test-gpu demo lint format clean bench
+.PHONY: install test test-gpu demo lint format clean bench slow
 
 install: $(VENV)/.installed
 
@@ -38,7 +39,12 @@ format: install
 demo: install
 	$(BIN)/python -m rsssl.cli.demo
 
+# Speed as ratios measured in one run: experiments/benchmarks/BENCHMARKS.md (+ benchmarks.json).
 bench: install
+	$(BIN)/rsssl-bench $(BENCH_ARGS)
+
+# The long checks kept out of `make test` (memory, the soak, sampler speed).
+slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 clean:

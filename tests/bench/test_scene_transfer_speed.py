@@ -23,8 +23,8 @@ import ot
 import pytest
 import torch
 
+from rsssl.bench.steps import StepSetup, method_from_yaml, rates, rsssl_step
 from rsssl.data.scene_transfer import TransferSettings, scene_transfer
-from tests.bench.test_method_step_cost import method_from_yaml, step_seconds
 
 BATCH, TILE, SAMPLES = 64, 64, 1000
 
@@ -74,14 +74,16 @@ def transfer_seconds(tiles: torch.Tensor, device: str, settings: TransferSetting
 
 
 def sticl_settings() -> TransferSettings:
-    settings = method_from_yaml("sticl").transfer
+    settings = method_from_yaml("sticl", StepSetup(batch=BATCH, tile=TILE)).transfer
     assert settings.num_samples == SAMPLES
     return settings
 
 
 def moco_step_seconds(device: str) -> float:
-    moco = method_from_yaml("moco").to(device).train()
-    return step_seconds({"moco": moco}, {"image": torch.randn(BATCH, 3, TILE, TILE, device=device)})["moco"]
+    """Median seconds of MoCo v2's whole training step (its defaults) on a batch of BATCH tiles."""
+    setup = StepSetup(batch=BATCH, tile=TILE, device=device)
+    step = rsssl_step(method_from_yaml("moco", setup), setup)
+    return BATCH / rates({"moco": step}, setup, rounds=3, warmup=1)["moco"]
 
 
 @pytest.mark.slow
