@@ -28,6 +28,7 @@ def pretrain_command(setup: StepSetup, steps: int, workers: int, runs_dir: Path)
         f"data.num_workers={workers}",
         f"trainer={'gpu' if setup.device.startswith('cuda') else 'cpu'}",
         f"trainer.precision={'bf16-mixed' if setup.precision == 'bf16' else '32-true'}",
+        f"speed.channels_last={str(setup.channels_last).lower()}",
         f"trainer.max_steps={steps}",
         "trainer.max_epochs=1000",
         "trainer.enable_progress_bar=false",

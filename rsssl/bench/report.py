@@ -57,8 +57,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _target(name: str, value: float, goal: float) -> str:
-    verdict = "met" if value >= goal else f"missed by {100 * (1 - value / goal):.0f} %"
-    return f"- {name}: {value:.2f}× (target ≥ {goal:g}×): **{verdict}**"
+    verdict = "met" if value >= goal else f"missed by {100 * (1 - value / goal):.1f} %"
+    return f"- {name}: {value:.3f}× (target ≥ {goal:g}×): **{verdict}**"
 
 
 def peer_section(title: str, rates: dict[str, float], ours: str, floor: str | None) -> list[str]:
@@ -97,7 +97,7 @@ def header_section(figures: dict) -> list[str]:
         f"- Versions: Python {m['python']}, {versions}.",
         f"- Step setup: {s['backbone']}, {s['bands']} bands, batch {s['batch']}, {s['tile']} px tiles, "
         f"queue {s['queue']}, head {s['hidden']}-{s['proj']}, SGD lr {s['lr']:.4g}, precision "
-        f"{s['precision']}, device {s['device']}.",
+        f"{s['precision']}, channels-last {s.get('channels_last', False)}, device {s['device']}.",
         "- Sections: "
         + ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in figures.get("section_seconds", {}).items())
         + ".",

@@ -43,6 +43,7 @@ class StepSetup:
     proj: int = 128
     device: str = "cpu"
     precision: str = "32"  # "bf16": autocast to bfloat16 (a GPU's setting)
+    channels_last: bool = False  # rsssl's and the floor's weights and batches (rsssl's default on a GPU)
 
     @property
     def lr(self) -> float:
@@ -126,9 +127,20 @@ def method_batch(method: SSLMethod, setup: StepSetup) -> dict:
     return batch
 
 
+def in_layout(module: nn.Module, tensors: dict, setup: StepSetup) -> None:
+    """`module` and the 4-d tensors of `tensors` (in place) in channels-last layout when asked."""
+    if not setup.channels_last:
+        return
+    module.to(memory_format=torch.channels_last)
+    for key, value in tensors.items():
+        if value.ndim == 4:
+            tensors[key] = value.contiguous(memory_format=torch.channels_last)
+
+
 def rsssl_step(method: SSLMethod, setup: StepSetup) -> Step:
     """The step Lightning runs for an rsssl method: pretext loss, backward, SGD, then the EMA."""
     batch = method_batch(method, setup)
+    in_layout(method, batch, setup)
     optimise = training_step(method, lambda: method.pretext_step(batch).loss, setup)
 
     def step() -> None:
@@ -246,8 +258,9 @@ class ModelFloor(nn.Module):
 
 def model_floor(setup: StepSetup) -> Step:
     model = ModelFloor(setup).to(setup.device).train()
-    x = images(setup)
-    return training_step(model, lambda: model.loss(x), setup)
+    batch = {"image": images(setup)}
+    in_layout(model, batch, setup)
+    return training_step(model, lambda: model.loss(batch["image"]), setup)
 
 
 # ---- the measurements ------------------------------------------------------------------------

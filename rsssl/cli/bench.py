@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rsssl.bench import data_rate, evaluation, loop, scale, steps
 from rsssl.bench.report import machine, write_report
+from rsssl.bench.timing import alternate, median_rate
 from rsssl.cli import CONF_DIR
 from rsssl.models.backbones import ConfigError
 
@@ -28,15 +29,26 @@ def step_setup(cfg: DictConfig) -> steps.StepSetup:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible: use device=cpu (or auto)")
-    precision = "bf16" if device.startswith("cuda") else "32"
-    return steps.StepSetup(**OmegaConf.to_container(cfg.setup), device=device, precision=precision)
+    gpu = device.startswith("cuda")
+    return steps.StepSetup(
+        **OmegaConf.to_container(cfg.setup),
+        device=device,
+        precision="bf16" if gpu else "32",
+        channels_last=gpu,
+    )
 
 
 def loop_figures(cfg: DictConfig, setup: steps.StepSetup) -> dict:
-    moco = steps.method_from_yaml("moco", setup, queue_size=setup.queue)
-    bare = steps.rates({"bare": steps.rsssl_step(moco, setup)}, setup, cfg.rounds, cfg.warmup)["bare"]
-    workers = {str(w): loop.pretrain_loop_rate(setup, cfg.loop_steps, int(w)) for w in cfg.loop_workers}
-    return {"bare_step": bare, "workers": workers}
+    """`rsssl-pretrain` runs (separate processes) between blocks of bare steps, so the bare step's
+    median spans the loop runs' whole time rather than one moment before them."""
+    step = steps.rsssl_step(steps.method_from_yaml("moco", setup, queue_size=setup.queue), setup)
+    bare: list[float] = []
+    workers = {}
+    bare += alternate({"bare": step}, cfg.rounds, cfg.warmup, setup.device)["bare"]
+    for count in cfg.loop_workers:
+        workers[str(count)] = loop.pretrain_loop_rate(setup, cfg.loop_steps, int(count))
+        bare += alternate({"bare": step}, cfg.rounds, 1, setup.device)["bare"]
+    return {"bare_step": median_rate(bare, setup.batch), "workers": workers}
 
 
 def data_figures(cfg: DictConfig, setup: steps.StepSetup) -> dict:
@@ -113,6 +125,7 @@ def measure(cfg: DictConfig, setup: steps.StepSetup) -> dict:
 @hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
+    torch.set_float32_matmul_precision("high")  # what rsssl-pretrain runs with, for every contender
     try:
         setup = step_setup(cfg)
         figures = measure(cfg, setup)

@@ -29,7 +29,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rsssl.cli import CONF_DIR
-from rsssl.cli.callbacks import ThroughputMonitor, ValidateAtMaxSteps
+from rsssl.cli.callbacks import SpeedSettings, ThroughputMonitor, ValidateAtMaxSteps, resolve_channels_last
 from rsssl.cli.checkpoints import (
     AtomicCheckpointIO,
     CheckpointStamp,
@@ -87,6 +87,7 @@ NOT_IN_CONFIG_HASH: dict[str, tuple[str, ...] | None] = {
     "results": None,
     "leaderboard_dir": None,
     "device": None,
+    "speed": None,  # memory layout and compilation: how the steps run, not what they compute
     "features_cache_dir": None,
     "logger": None,
     "eval": None,
@@ -431,6 +432,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list |
     )
     last = LastCheckpoint(run_dir, cfg.get("checkpoint_every_n_steps"))
     callbacks = [best, last, CheckpointStamp(), StepSeeds(int(cfg.seed)), ThroughputMonitor()]
+    speed = cfg.get("speed") or {}
+    channels_last = resolve_channels_last(speed.get("channels_last", False), cfg.trainer.get("accelerator"))
+    if channels_last or speed.get("compile", False):
+        callbacks.append(SpeedSettings(channels_last, bool(speed.get("compile", False))))
     callbacks += [ValidateAtMaxSteps()] if validated else []
     sampling = sampling_settings(cfg)
     if sampling.strategy == "balanced":

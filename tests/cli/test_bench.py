@@ -102,9 +102,9 @@ def test_verdicts_follow_the_figures() -> None:
         },  # fmt: skip
     }
     targets = render(figures)[render(figures).index("## Targets") :]
-    assert "- rsssl MoCo v2 ÷ torchgeo MoCoTask: 1.01× (target ≥ 1×): **met**" in targets
-    assert "- rsssl MoCo v2 ÷ lightly-built MoCo v2: 0.50× (target ≥ 1×): **missed by 50 %**" in targets
-    assert "- rsssl MoCo v2 ÷ model-only floor: 0.51× (target ≥ 0.95×): **missed by 47 %**" in targets
+    assert "- rsssl MoCo v2 ÷ torchgeo MoCoTask: 1.010× (target ≥ 1×): **met**" in targets
+    assert "- rsssl MoCo v2 ÷ lightly-built MoCo v2: 0.500× (target ≥ 1×): **missed by 50.0 %**" in targets
+    assert "- rsssl MoCo v2 ÷ model-only floor: 0.505× (target ≥ 0.95×): **missed by 46.8 %**" in targets
     assert "Not measured: no CUDA device" in "\n".join(render(figures))
 
 

@@ -33,6 +33,8 @@ def base_hash() -> str:
         "+eval=demo",
         "sampling.clusters=16",  # a setting of another sampling strategy than the one that runs
         "sampling.cell_size=500",
+        "speed.channels_last=true",  # how the steps run, not what they compute
+        "speed.compile=true",
     ],
 )
 def test_seed_and_run_location_do_not_change_the_hash(override: str, base_hash: str) -> None:
