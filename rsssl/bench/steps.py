@@ -271,11 +271,14 @@ def rates(contenders: dict[str, Step], setup: StepSetup, rounds: int, warmup: in
 
 
 def moco_peers(setup: StepSetup, rounds: int = 20, warmup: int = 3) -> dict[str, float]:
-    """Images/s of rsssl's MoCo v2, torchgeo's MoCoTask, the lightly-built MoCo v2 and the floor."""
+    """Images/s of rsssl's MoCo v2 (also without its shuffle-BN, which neither peer does),
+    torchgeo's MoCoTask, the lightly-built MoCo v2 and the floor."""
     torch.manual_seed(0)
     moco = method_from_yaml("moco", setup, queue_size=setup.queue)
+    plain = method_from_yaml("moco", setup, queue_size=setup.queue, shuffle_bn=False)
     contenders = {
         "rsssl MoCo v2": rsssl_step(moco, setup),
+        "rsssl MoCo v2, shuffle_bn=false": rsssl_step(plain, setup),
         "torchgeo MoCoTask v2": torchgeo_moco(setup),
         "lightly-built MoCo v2": lightly_moco(setup),
         "model-only floor": model_floor(setup),

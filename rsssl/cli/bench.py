@@ -39,15 +39,16 @@ def step_setup(cfg: DictConfig) -> steps.StepSetup:
 
 
 def loop_figures(cfg: DictConfig, setup: steps.StepSetup) -> dict:
-    """`rsssl-pretrain` runs (separate processes) between blocks of bare steps, so the bare step's
-    median spans the loop runs' whole time rather than one moment before them."""
+    """`rsssl-pretrain` runs (separate processes) between blocks of bare steps (`rounds`, then
+    half as many after each run), so the bare step's median spans the runs' whole time rather
+    than one moment before them."""
     step = steps.rsssl_step(steps.method_from_yaml("moco", setup, queue_size=setup.queue), setup)
     bare: list[float] = []
     workers = {}
     bare += alternate({"bare": step}, cfg.rounds, cfg.warmup, setup.device)["bare"]
     for count in cfg.loop_workers:
         workers[str(count)] = loop.pretrain_loop_rate(setup, cfg.loop_steps, int(count))
-        bare += alternate({"bare": step}, cfg.rounds, 1, setup.device)["bare"]
+        bare += alternate({"bare": step}, max(1, cfg.rounds // 2), 1, setup.device)["bare"]
     return {"bare_step": median_rate(bare, setup.batch), "workers": workers}
 
 

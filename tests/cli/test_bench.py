@@ -42,6 +42,7 @@ def test_the_sections_asked_for_are_measured_and_written(tmp_path: Path, monkeyp
     report = (tmp_path / "BENCHMARKS.md").read_text()
     assert set(figures["moco"]) == {
         "rsssl MoCo v2",
+        "rsssl MoCo v2, shuffle_bn=false",
         "torchgeo MoCoTask v2",
         "lightly-built MoCo v2",
         "model-only floor",
