@@ -137,6 +137,12 @@ def render(figures: dict) -> list[str]:
         lines += peer_section(
             "MoCo v2 step against its peers", figures["moco"], "rsssl MoCo v2", "model-only floor"
         )
+        lines += [
+            "rsssl's MoCo v2 normalises its keys apart from their queries (shuffle-BN, as split "
+            "BatchNorm on one device); neither peer does, so the `shuffle_bn=false` row does the "
+            "work they do.",
+            "",
+        ]
         targets += moco_targets(figures["moco"])
     if "simclr" in figures:
         lines += peer_section("SimCLR step against torchgeo", figures["simclr"], "rsssl SimCLR", None)

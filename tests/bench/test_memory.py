@@ -1,4 +1,4 @@
-"""Peak memory of pretraining does not grow with the size of a GeoTIFF folder (`make bench`).
+"""Peak memory of pretraining does not grow with the size of a GeoTIFF folder (`make slow`).
 
 A folder of several GB of compressed 8192 x 8192 uint16 scenes is written once into a temporary
 dir (deleted afterwards); a short pretraining runs through `rsssl.cli.pretrain` in a

@@ -1,7 +1,7 @@
-"""kNN and linear probe against scikit-learn on one thread: same answers, less time (`make bench`).
+"""kNN and linear probe against scikit-learn on one thread: same answers, less time (`make slow`).
 
 Speed is a benchmark, not a unit test: on a shared machine a timing can flip under load, so
-these run under `make bench` only. The unit tests (tests/eval/test_knn.py, test_linear.py)
+these run under `make slow` only. The unit tests (tests/eval/test_knn.py, test_linear.py)
 check that the answers equal scikit-learn's.
 """
 

@@ -1,4 +1,4 @@
-"""Tiles per second of the training sampler with 2 workers, plain and with spatial neighbours (`make bench`).
+"""Tiles per second of the training sampler with 2 workers, plain and with spatial neighbours (`make slow`).
 
 Each row times the real `RSDataModule.train_dataloader` (workers slicing uint tiles, collation)
 over the same number of batches, plain and with `neighbor` tiles, in one run so that both see

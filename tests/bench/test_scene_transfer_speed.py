@@ -1,5 +1,5 @@
 """Scene transfer's cost (STICL): batched Sinkhorn against the official per-image POT EMD, and as a
-fraction of a MoCo v2 step, in one run (`make bench`; on the GPU too under `make test-gpu`).
+fraction of a MoCo v2 step, in one run (`make slow`; on the GPU too under `make test-gpu`).
 
 The issue's targets: at least 20x faster than per-sample POT EMD on the CPU, under 10 % of a MoCo
 v2 step on the GPU. One batch: 64 real PlanetScope tiles of 64 x 64 px (3 bands, standardised as

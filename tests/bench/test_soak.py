@@ -1,4 +1,4 @@
-"""Soak (`make bench`): 2,000 steps of MoCo v2 on a GeoTIFF folder with 2 DataLoader workers,
+"""Soak (`make slow`): 2,000 steps of MoCo v2 on a GeoTIFF folder with 2 DataLoader workers,
 through `rsssl.cli.pretrain` in a subprocess; memory must stay flat between step 100 and 2,000.
 
 The trainer's own callback (`tests.helpers.memory.MemoryAt`) writes the process tree's memory at

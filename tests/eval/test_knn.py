@@ -1,6 +1,6 @@
 """kNN probe: exact agreement with scikit-learn, a hand-loop reference for the weighted vote.
 
-Speed against scikit-learn is a benchmark: tests/bench/test_probe_speed.py (`make bench`).
+Speed against scikit-learn is a benchmark: tests/bench/test_probe_speed.py (`make slow`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Linear probe: same objective and accuracy as scikit-learn, and a sensible l2 choice.
 
-Speed against scikit-learn is a benchmark: tests/bench/test_probe_speed.py (`make bench`).
+Speed against scikit-learn is a benchmark: tests/bench/test_probe_speed.py (`make slow`).
 """
 
 from __future__ import annotations
