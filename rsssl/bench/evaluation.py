@@ -3,6 +3,8 @@ on the same features (time and test accuracy), each pair interleaved."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -16,12 +18,17 @@ from rsssl.models.backbones import create_backbone
 
 
 def feature_problem(
-    n_train: int = 10_000, n_test: int = 2_000, dim: int = 512, classes: int = 10, seed: int = 0
+    n_train: int = 10_000,
+    n_test: int = 2_000,
+    dim: int = 512,
+    classes: int = 10,
+    seed: int = 0,
+    centre_scale: float = 0.12,
 ) -> tuple[torch.Tensor, ...]:
-    """Gaussian class blobs in `dim` dimensions that overlap (neither probe is near 100 %):
-    (train_x, train_y, test_x, test_y)."""
+    """Gaussian class blobs in `dim` dimensions, unit noise around centres of std `centre_scale`,
+    that overlap (neither probe is near 100 %): (train_x, train_y, test_x, test_y)."""
     generator = torch.Generator().manual_seed(seed)
-    centres = 0.12 * torch.randn(classes, dim, generator=generator)
+    centres = centre_scale * torch.randn(classes, dim, generator=generator)
 
     def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.randint(0, classes, (n,), generator=generator)
@@ -41,6 +48,18 @@ def feature_extraction_rate(
     return median_rate(seconds["extract"], count)
 
 
+def timed_answers(
+    runs: dict[str, Callable[[], None]], answers: dict[str, np.ndarray], test_y: torch.Tensor, rounds: int
+) -> dict:
+    """Median seconds of each run (interleaved) and the test accuracy of the answers it left."""
+    seconds = alternate(runs, rounds, 0)
+    truth = test_y.numpy()
+    return {
+        name: {"seconds": float(np.median(seconds[name])), "accuracy": float((answers[name] == truth).mean())}
+        for name in runs
+    }
+
+
 def knn_against_sklearn(problem: tuple[torch.Tensor, ...], rounds: int = 3) -> dict:
     """Seconds and test accuracy of the 20-NN cosine vote, rsssl's and scikit-learn's (brute force)."""
     train_x, train_y, test_x, test_y = problem
@@ -57,14 +76,7 @@ def knn_against_sklearn(problem: tuple[torch.Tensor, ...], rounds: int = 3) -> d
         model = KNeighborsClassifier(n_neighbors=20, metric="cosine", algorithm="brute")
         answers["scikit-learn"] = model.fit(xtr, ytr).predict(xte)
 
-    seconds = alternate({"rsssl": ours, "scikit-learn": theirs}, rounds, 0)
-    return {
-        name: {
-            "seconds": float(np.median(seconds[name])),
-            "accuracy": float((answers[name] == test_y.numpy()).mean()),
-        }
-        for name in answers
-    }
+    return timed_answers({"rsssl": ours, "scikit-learn": theirs}, answers, test_y, rounds)
 
 
 def sklearn_probe(train_x: np.ndarray, train_y: np.ndarray, val_x, val_y, grid) -> LogisticRegression:
@@ -103,11 +115,4 @@ def linear_against_sklearn(problem: tuple[torch.Tensor, ...], rounds: int = 3) -
         mean, std = model.standardisation
         answers["scikit-learn"] = model.predict((test_x.numpy() - mean) / std)
 
-    seconds = alternate({"rsssl": ours, "scikit-learn": theirs}, rounds, 0)
-    return {
-        name: {
-            "seconds": float(np.median(seconds[name])),
-            "accuracy": float((answers[name] == test_y.numpy()).mean()),
-        }
-        for name in answers
-    }
+    return timed_answers({"rsssl": ours, "scikit-learn": theirs}, answers, test_y, rounds)

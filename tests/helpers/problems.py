@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from rsssl.bench.evaluation import feature_problem
 from rsssl.data.sources import Source
 
 NUM_CLASSES, DIM = 10, 128
@@ -13,14 +14,7 @@ NUM_CLASSES, DIM = 10, 128
 
 def overlapping_blobs(n_train: int, n_test: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """10 Gaussian blobs in 128-d with overlapping classes (kNN ~75 %, linear ~85 % accuracy)."""
-    g = torch.Generator().manual_seed(seed)
-    centres = 0.25 * torch.randn(NUM_CLASSES, DIM, generator=g)
-
-    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-        return centres[y] + torch.randn(n, DIM, generator=g) + 0.5, y
-
-    return (*draw(n_train), *draw(n_test))
+    return feature_problem(n_train, n_test, DIM, NUM_CLASSES, seed, centre_scale=0.25)
 
 
 class ListSource(Source):
