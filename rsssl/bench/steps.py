@@ -85,6 +85,10 @@ def training_step(module: nn.Module, loss_of_batch: Callable[[], Tensor], setup:
 
 
 # ---- rsssl -----------------------------------------------------------------------------------
+#: methods that run on one backbone only, with its `conf/backbone/` preset
+NEEDED_BACKBONE = {"spectral_mae": "spectral", "spectral_spatial": "spectral"}
+
+
 def method_from_yaml(name: str, setup: StepSetup, **overrides) -> SSLMethod:
     """The method `conf/method/<name>.yaml` defines (its defaults, merged with `overrides`), on
     the setup's backbone, or on the backbone the method needs (`conf/backbone/spectral.yaml`)."""
@@ -93,9 +97,10 @@ def method_from_yaml(name: str, setup: StepSetup, **overrides) -> SSLMethod:
     settings.pop("name")
     settings.update(overrides)
     backbone = {"name": setup.backbone}
-    if name.startswith("spectral"):
-        spectral = OmegaConf.to_container(OmegaConf.load(conf / "backbone" / "spectral.yaml"), resolve=True)
-        backbone = {"name": spectral["name"], **spectral.get("kwargs", {})}
+    if name in NEEDED_BACKBONE:
+        preset = OmegaConf.load(conf / "backbone" / f"{NEEDED_BACKBONE[name]}.yaml")
+        preset = OmegaConf.to_container(preset, resolve=True)
+        backbone = {"name": preset["name"], **preset.get("kwargs", {})}
     cls = get_class(settings.pop("_target_"))
     bands = [f"b{i}" for i in range(setup.bands)]
     rgb = ["red", "green", "blue"]
