@@ -99,7 +99,8 @@ def sklearn_probe(train_x: np.ndarray, train_y: np.ndarray, val_x, val_y, grid) 
 
 def linear_against_sklearn(problem: tuple[torch.Tensor, ...], rounds: int = 3) -> dict:
     """Seconds and test accuracy of the whole linear-probe protocol (l2 chosen on a 20 %
-    validation split over the default grid, then refitted), rsssl's and scikit-learn's."""
+    validation split over the default grid, then refitted): rsssl's with the batched grid (the
+    default, "rsssl") and with the warm-started path ("rsssl path"), and scikit-learn's."""
     train_x, train_y, test_x, test_y = problem
     classes = int(train_y.max()) + 1
     fit_idx, val_idx = split_train_val(train_y, 0.2, seed=0)
@@ -107,12 +108,21 @@ def linear_against_sklearn(problem: tuple[torch.Tensor, ...], rounds: int = 3) -
     numpy_split = [t.numpy() for t in split]
     answers: dict[str, np.ndarray] = {}
 
-    def ours() -> None:
-        answers["rsssl"] = fit_linear_probe(*split, classes, DEFAULT_L2_GRID).predict(test_x).numpy()
+    def ours(solver: str, name: str) -> Callable[[], None]:
+        def run() -> None:
+            probe = fit_linear_probe(*split, classes, DEFAULT_L2_GRID, solver=solver)
+            answers[name] = probe.predict(test_x).numpy()
+
+        return run
 
     def theirs() -> None:
         model = sklearn_probe(*numpy_split, DEFAULT_L2_GRID)
         mean, std = model.standardisation
         answers["scikit-learn"] = model.predict((test_x.numpy() - mean) / std)
 
-    return timed_answers({"rsssl": ours, "scikit-learn": theirs}, answers, test_y, rounds)
+    runs = {
+        "rsssl": ours("batched", "rsssl"),
+        "rsssl path": ours("path", "rsssl path"),
+        "scikit-learn": theirs,
+    }
+    return timed_answers(runs, answers, test_y, rounds)

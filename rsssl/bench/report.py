@@ -201,9 +201,15 @@ def data_section(data: dict, step_rate: float | None) -> list[str]:
 
 def eval_section(ev: dict) -> list[str]:
     rows = []
-    labels = {"knn": "kNN (k = 20, cosine)", "linear": "linear probe (8-point l2 grid + refit)"}
-    for probe, label in labels.items():
-        ours, theirs = ev[probe]["rsssl"], ev[probe]["scikit-learn"]
+    labels = {
+        ("knn", "rsssl"): "kNN (k = 20, cosine)",
+        ("linear", "rsssl"): "linear probe (8-point l2 grid + refit), batched grid (the default)",
+        ("linear", "rsssl path"): "linear probe, warm-started path (`linear_solver=path`)",
+    }
+    for (probe, ours_name), label in labels.items():
+        if ours_name not in ev[probe]:
+            continue
+        ours, theirs = ev[probe][ours_name], ev[probe]["scikit-learn"]
         accuracy = f"{100 * ours['accuracy']:.1f} / {100 * theirs['accuracy']:.1f}"
         speedup = theirs["seconds"] / ours["seconds"]
         rows.append([label, f"{ours['seconds']:.2f}", f"{theirs['seconds']:.2f}", f"{speedup:.1f}", accuracy])

@@ -25,8 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rsssl.eval.budgets import class_ranks, labels_to_numpy
+from rsssl.eval.lbfgs import batched_lbfgs
 
 DEFAULT_L2_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 1, 8))
+LINEAR_SOLVERS = ("path", "batched")
 
 
 def sklearn_c(l2: float, num_samples: int) -> float:
@@ -120,6 +122,53 @@ def fit_logistic_regression(
     return weight, bias
 
 
+def fit_logistic_regressions(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    l2_values: Sequence[float],
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The problem of `fit_logistic_regression` at every value of `l2_values` at once, by one
+    `batched_lbfgs` run whose objective evaluates all of them in one product with `x`; returns
+    (W: G x C x D, b: G x C), G = len(l2_values). `init` (G x C x D, G x C) warm-starts each problem.
+
+    Each problem is solved to the same stopping test as alone; only the line search differs from
+    `fit_logistic_regression` (backtracking Armijo, not strong Wolfe), so the two agree to within
+    the tolerance, not bit for bit.
+    """
+    if not l2_values or min(l2_values) <= 0:
+        raise ValueError(f"every l2 must be > 0, got {list(l2_values)}")
+    count, n, dim = len(l2_values), x.shape[0], x.shape[1]
+    with_ones = torch.cat([x, x.new_ones(n, 1)], dim=1)  # the bias as a last, unpenalised column
+    l2 = torch.tensor(list(l2_values), dtype=x.dtype, device=x.device)
+    targets = y.to(device=x.device, dtype=torch.long)[None, None].expand(count, 1, n)
+    minus_one = x.new_full((count, 1, n), -1.0 / n)
+
+    @torch.no_grad()
+    def objective(theta: Tensor, problems: Tensor) -> tuple[Tensor, Tensor]:
+        running = len(problems)
+        params = theta.view(running, num_classes, dim + 1)
+        log_probs = (theta.view(running * num_classes, dim + 1) @ with_ones.T).view(running, num_classes, n)
+        log_probs = log_probs.log_softmax(dim=1)
+        weight, penalty = params[..., :dim], l2[problems]
+        loss = -log_probs.gather(1, targets[:running]).mean(dim=(1, 2))
+        loss = loss + 0.5 * penalty * weight.square().sum(dim=(1, 2))
+        residual = log_probs.exp_().div_(n).scatter_add_(1, targets[:running], minus_one[:running])
+        grad = (residual.view(running * num_classes, n) @ with_ones).view(running, num_classes, dim + 1)
+        grad[..., :dim] += penalty[:, None, None] * weight
+        return loss, grad.view(running, -1)
+
+    start = x.new_zeros(count, num_classes, dim + 1)
+    if init is not None:
+        start[..., :dim], start[..., dim] = (t.detach().to(device=x.device, dtype=x.dtype) for t in init)
+    theta = batched_lbfgs(objective, start.view(count, -1), max_iter=max_iter, tol=tol).theta
+    theta = theta.view(count, num_classes, dim + 1)
+    return theta[..., :dim].contiguous(), theta[..., dim].contiguous()
+
+
 def split_train_val(labels: Tensor | np.ndarray, val_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Stratified (train_indices, val_indices), both sorted CPU int64 tensors.
 
@@ -146,14 +195,22 @@ def fit_linear_probe(
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,
     max_iter: int = 200,
     tol: float = 1e-4,
+    solver: str = "path",
 ) -> LinearProbe:
     """Choose l2 on (val_x, val_y) over `l2_grid`, then refit on train+val with it.
 
+    `solver`: "path" fits the grid one value after another, each warm-started from the last
+    (`fit_logistic_regression`); "batched" fits the whole grid as one problem
+    (`fit_logistic_regressions`) and refits from the chosen fit moved to the new standardisation.
+    The two reach the same minimisers within the tolerance, so a near-tie in validation accuracy can
+    go either way: the solver is part of the protocol (`eval.classification.linear_solver`).
     Features are cast to at least float32 on the device of `train_x`. See the module docstring
     for the objective and the selection rule.
     """
     if not l2_grid:
         raise ValueError("l2_grid is empty")
+    if solver not in LINEAR_SOLVERS:
+        raise ValueError(f"unknown linear-probe solver {solver!r}: use one of {', '.join(LINEAR_SOLVERS)}")
     dtype = torch.promote_types(train_x.dtype, torch.float32)
     device = train_x.device
     train_x = train_x.to(dtype)
@@ -166,19 +223,42 @@ def fit_linear_probe(
     mean, std = standardisation(train_x)
     xs_train, xs_val = (train_x - mean) / std, (val_x - mean) / std
     grid = sorted((float(v) for v in l2_grid), reverse=True)  # strong -> weak regularisation
-    params = None
-    fits, accuracies, losses = [], [], []
-    for l2 in grid:
-        params = fit_logistic_regression(xs_train, train_y, num_classes, l2, max_iter, tol, init=params)
-        logits = xs_val @ params[0].T + params[1]
-        fits.append(params)
+    if solver == "path":
+        fits, params = [], None
+        for l2 in grid:
+            params = fit_logistic_regression(xs_train, train_y, num_classes, l2, max_iter, tol, init=params)
+            fits.append(params)
+    else:
+        fits = list(zip(*fit_logistic_regressions(xs_train, train_y, num_classes, grid, max_iter, tol)))
+    accuracies, losses = [], []
+    for weight, bias in fits:
+        logits = xs_val @ weight.T + bias
         accuracies.append((logits.argmax(dim=1) == val_y).float().mean().item())
         losses.append(F.cross_entropy(logits, val_y).item())
     best = max(range(len(grid)), key=lambda i: (accuracies[i], -losses[i]))
 
     all_x, all_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
-    mean, std = standardisation(all_x)
-    weight, bias = fit_logistic_regression(
-        (all_x - mean) / std, all_y, num_classes, grid[best], max_iter, tol, init=fits[best]
-    )
-    return LinearProbe(weight, bias, mean, std, grid[best], grid, accuracies, losses)
+    all_mean, all_std = standardisation(all_x)
+    xs_all = (all_x - all_mean) / all_std
+    if solver == "path":
+        weight, bias = fit_logistic_regression(
+            xs_all, all_y, num_classes, grid[best], max_iter, tol, init=fits[best]
+        )
+    else:
+        start = restandardised(*fits[best], (mean, std), (all_mean, all_std))
+        weight, bias = (
+            t[0]
+            for t in fit_logistic_regressions(xs_all, all_y, num_classes, [grid[best]], max_iter, tol, start)
+        )
+    return LinearProbe(weight, bias, all_mean, all_std, grid[best], grid, accuracies, losses)
+
+
+def restandardised(
+    weight: Tensor, bias: Tensor, old: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """The (W, b) that gives the same logits on features standardised with `new` (mean, std) as
+    (weight, bias) on features standardised with `old`; each stacked with a leading axis of 1."""
+    (old_mean, old_std), (new_mean, new_std) = old, new
+    raw_weight = weight / old_std  # acting on raw features
+    moved_bias = bias + raw_weight @ (new_mean - old_mean)
+    return (raw_weight * new_std)[None], moved_bias[None]

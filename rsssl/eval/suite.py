@@ -226,15 +226,16 @@ def knn_metrics(train_x, train_y, test_x, test_y, num_classes: int, k: int, temp
 
 
 def linear_metrics(
-    train_x, train_y, test_x, test_y, num_classes: int, val_fraction: float, seed: int
+    train_x, train_y, test_x, test_y, num_classes: int, val_fraction: float, seed: int, solver: str = "path"
 ) -> dict:
-    """Linear probe with its regularisation chosen on a split of the labelled subset itself."""
+    """Linear probe with its regularisation chosen on a split of the labelled subset itself, the grid
+    fitted by `solver` (`fit_linear_probe`)."""
     fit_idx, val_idx = split_train_val(train_y, val_fraction, seed)
     fit_idx, val_idx = fit_idx.to(train_x.device), val_idx.to(train_x.device)
     if len(val_idx) == 0:  # one sample per class: nothing to validate on, use the strongest fit of the grid
         val_idx = fit_idx
     probe = fit_linear_probe(
-        train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx], num_classes
+        train_x[fit_idx], train_y[fit_idx], train_x[val_idx], train_y[val_idx], num_classes, solver=solver
     )
     return classification_metrics(probe.predict_scores(test_x), test_y, num_classes)
 
@@ -282,7 +283,11 @@ class Suite:
         if protocol == "knn":
             return {"k": int(cfg.get("knn_k", 20)), "temperature": float(cfg.get("knn_temperature", 0.07))}
         if protocol == "linear":
-            return {"val_fraction": float(cfg.get("val_fraction", 0.2))}
+            solver = str(cfg.get("linear_solver", "path"))  # absent: the one solver before the setting
+            return {
+                "val_fraction": float(cfg.get("val_fraction", 0.2)),
+                **({"solver": solver} if solver != "path" else {}),
+            }
         skip = (*LOOP_SETTINGS, *RECIPE_SETTINGS, SUPERVISED)
         if protocol == "finetune":
             return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=skip)

@@ -54,7 +54,9 @@ def test_the_sections_asked_for_are_measured_and_written(tmp_path: Path, monkeyp
     assert all(rate > 0 for rate in rates)
     knn, linear = figures["eval"]["knn"], figures["eval"]["linear"]
     assert knn["rsssl"]["accuracy"] == knn["scikit-learn"]["accuracy"]  # the same vote
-    assert abs(linear["rsssl"]["accuracy"] - linear["scikit-learn"]["accuracy"]) <= 0.02
+    for solver in ("rsssl", "rsssl path"):
+        assert abs(linear[solver]["accuracy"] - linear["scikit-learn"]["accuracy"]) <= 0.02
+    assert "warm-started path (`linear_solver=path`)" in report
     for title in (
         "MoCo v2 step against its peers",
         "Every method",

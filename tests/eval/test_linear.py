@@ -13,8 +13,11 @@ from sklearn.linear_model import LogisticRegression
 
 from rsssl.eval.linear import (
     DEFAULT_L2_GRID,
+    LINEAR_SOLVERS,
     fit_linear_probe,
     fit_logistic_regression,
+    fit_logistic_regressions,
+    restandardised,
     sklearn_c,
     split_train_val,
     standardisation,
@@ -29,12 +32,17 @@ def blobs() -> tuple[torch.Tensor, ...]:
     return overlapping_blobs(5000, 2000)
 
 
-@pytest.fixture(scope="module")
-def probe(blobs):
+@pytest.fixture(scope="module", params=LINEAR_SOLVERS)
+def probe(blobs, request):
     train_x, train_y, _, _ = blobs
     train_idx, val_idx = split_train_val(train_y, 0.2, seed=0)
     return fit_linear_probe(
-        train_x[train_idx], train_y[train_idx], train_x[val_idx], train_y[val_idx], NUM_CLASSES
+        train_x[train_idx],
+        train_y[train_idx],
+        train_x[val_idx],
+        train_y[val_idx],
+        NUM_CLASSES,
+        solver=request.param,
     )
 
 
@@ -85,20 +93,21 @@ def test_probe_records_the_grid_and_scores_raw_features(probe, blobs):
     assert scores.shape == (len(test_x), NUM_CLASSES) and torch.isfinite(scores).all()
 
 
-def test_l2_choice_strong_on_tiny_noisy_weak_on_large_clean():
+@pytest.mark.parametrize("solver", LINEAR_SOLVERS)
+def test_l2_choice_strong_on_tiny_noisy_weak_on_large_clean(solver):
     g = torch.Generator().manual_seed(0)
     # Tiny and noisy: 20 samples per class in 300-d, one weakly informative feature.
     y = torch.arange(40) % 2
     x = torch.randn(40, 300, generator=g)
     x[:, 0] += 2.0 * y - 1.0
     train, val = split_train_val(y, 0.5, seed=0)
-    tiny = fit_linear_probe(x[train], y[train], x[val], y[val], 2)
+    tiny = fit_linear_probe(x[train], y[train], x[val], y[val], 2, solver=solver)
     # Large and clean: labels are the argmax of a linear teacher, no noise.
     teacher = torch.randn(4, 16, generator=g)
     x = torch.randn(4000, 16, generator=g)
     y = (x @ teacher.T).argmax(1)
     train, val = split_train_val(y, 0.25, seed=0)
-    large = fit_linear_probe(x[train], y[train], x[val], y[val], 4)
+    large = fit_linear_probe(x[train], y[train], x[val], y[val], 4, solver=solver)
     print(f"chosen l2: tiny noisy {tiny.l2:g}, large clean {large.l2:g}")
     assert tiny.l2 >= 1.0
     assert large.l2 <= 1e-4
@@ -119,3 +128,42 @@ def test_split_is_stratified_and_reproducible():
 def test_rejects_empty_validation():
     with pytest.raises(ValueError, match="validation split is empty"):
         fit_linear_probe(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), torch.randn(0, 3), torch.zeros(0), 2)
+
+
+def test_the_batched_grid_reaches_each_lone_fit(blobs):
+    """Every l2 of one batched fit lands on the minimiser the lone fit reaches (both run to a tight
+    tolerance in float64): the problems share the product with x, nothing else."""
+    train_x, train_y, _, _ = blobs
+    x = train_x[:2000].double()
+    mean, std = standardisation(x)
+    x, y = (x - mean) / std, train_y[:2000]
+    grid = [1.0, 1e-2, 1e-3]
+    weights, biases = fit_logistic_regressions(x, y, NUM_CLASSES, grid, max_iter=1000, tol=1e-9)
+    for l2, weight, bias in zip(grid, weights, biases, strict=True):
+        lone_weight, lone_bias = fit_logistic_regression(x, y, NUM_CLASSES, l2, max_iter=1000, tol=1e-9)
+        # Both stop at a loss change of 1e-12 before the gradient test: agreement to what that allows
+        # (the weights at l2 = 1e-2 and 1e-3 differ by 0.7).
+        torch.testing.assert_close(weight, lone_weight, atol=1e-4, rtol=0)
+        torch.testing.assert_close(bias - bias.mean(), lone_bias - lone_bias.mean(), atol=1e-4, rtol=0)
+        assert abs(objective(x, y, weight, bias, l2) - objective(x, y, lone_weight, lone_bias, l2)) < 1e-9
+
+
+def test_restandardised_weights_give_the_same_logits():
+    g = torch.Generator().manual_seed(0)
+    raw = 3.0 * torch.randn(50, 6, generator=g, dtype=torch.float64) + 2.0
+    weight, bias = (
+        torch.randn(4, 6, generator=g, dtype=torch.float64),
+        torch.randn(4, generator=g, dtype=torch.float64),
+    )
+    old, new = standardisation(raw[:30]), standardisation(raw)
+    moved_weight, moved_bias = restandardised(weight, bias, old, new)
+    assert moved_weight.shape == (1, 4, 6) and moved_bias.shape == (1, 4)
+    before = ((raw - old[0]) / old[1]) @ weight.T + bias
+    after = ((raw - new[0]) / new[1]) @ moved_weight[0].T + moved_bias[0]
+    torch.testing.assert_close(after, before, atol=1e-12, rtol=0)
+
+
+def test_rejects_an_unknown_solver():
+    x, y = torch.randn(8, 3), torch.tensor([0, 1] * 4)
+    with pytest.raises(ValueError, match="unknown linear-probe solver 'newton': use one of path, batched"):
+        fit_linear_probe(x, y, x, y, 2, solver="newton")

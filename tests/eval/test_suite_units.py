@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 
+from rsssl.cli import CONF_DIR
 from rsssl.eval.cls_data import synthetic_classification
 from rsssl.eval.features import state_dict_digest
 from rsssl.eval.suite import CLASSIFICATION_METRICS, Suite, baseline_candidates
@@ -109,3 +111,25 @@ def test_each_finished_unit_says_its_headline_number_once(tmp_path):
     lines.clear()
     Suite(results, classification=settings, log=lines.append).evaluate([_image_stats()], [_set()])
     assert lines == ["evaluating image_stats on synthetic (classification)"]  # every unit was done
+
+
+def test_the_linear_solver_is_part_of_the_protocol_and_path_hashes_as_before_it_existed(tmp_path):
+    dataset = _set()
+    absent, path, batched = (
+        Suite(Path("unused.csv"), classification=c)
+        for c in ({}, {"linear_solver": "path"}, {"linear_solver": "batched"})
+    )
+    assert absent.eval_hash(dataset, "linear") == path.eval_hash(dataset, "linear")
+    assert batched.eval_hash(dataset, "linear") != path.eval_hash(dataset, "linear")
+    # The published synthetic benchmark keeps its solver; every other suite fits the grid batched.
+    assert eval_config("benchmark").classification.linear_solver == "path"
+    assert eval_config("classification").classification.linear_solver == "batched"
+    rows = _evaluate(tmp_path / "r.csv", dataset, protocols=["linear"], linear_solver="batched")
+    assert {r.metric for r in rows} == UNIT_METRICS and {r.protocol for r in rows} == {"linear"}
+    assert {r.eval_hash for r in rows} == {batched.eval_hash(dataset, "linear")}
+
+
+def eval_config(name: str):
+    """`conf/eval/<name>.yaml` as the CLI composes it."""
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        return compose("evaluate", ["encoder=x", f"eval={name}"]).eval
