@@ -8,10 +8,11 @@ which is scikit-learn's `LogisticRegression(C=C)` objective, C * sum_i CE + 1/2 
 C * N: the two have the same minimiser when **C = 1 / (l2 * N)** (`sklearn_c`). The mean form keeps
 one l2 value meaning the same regularisation per sample when the fit is redone on train+val.
 
-`l2` is chosen on a validation split over a log grid walked from strong to weak regularisation,
-each fit warm-started from the previous one (the regularisation path); the best validation
-accuracy wins, ties going to the lower validation cross-entropy. The probe is then refitted on
-train+val with that l2. Everything runs on the device of the features.
+`l2` is chosen on a validation split over a log grid, fitted either all at once as one batched
+problem (`fit_logistic_regressions`, solver "batched") or walked from strong to weak regularisation,
+each fit warm-started from the previous one (the regularisation path, solver "path"); the best
+validation accuracy wins, ties going to the lower validation cross-entropy. The probe is then
+refitted on train+val with that l2. Everything runs on the device of the features.
 """
 
 from __future__ import annotations
