@@ -36,9 +36,10 @@ def pretrain_command(setup: StepSetup, steps: int, workers: int, runs_dir: Path)
     ]
 
 
-def pretrain_loop_rate(setup: StepSetup, steps: int = 40, workers: int = 2) -> float:
-    """Images/s the run's `summary.json` reports (`ThroughputMonitor`: every step after the first
-    three and each epoch's first, loading included, validation left out)."""
+def pretrain_loop_rate(setup: StepSetup, steps: int = 40, workers: int = 2) -> tuple[float, float]:
+    """Images/s and the loader-wait share of the step time that the run's `summary.json` reports
+    (`ThroughputMonitor`: every step after the first three and each epoch's first, loading
+    included, validation left out)."""
     with tempfile.TemporaryDirectory(prefix="rsssl-bench-") as folder:
         runs = Path(folder) / "runs"
         done = subprocess.run(
@@ -47,4 +48,6 @@ def pretrain_loop_rate(setup: StepSetup, steps: int = 40, workers: int = 2) -> f
         if done.returncode != 0:
             raise RuntimeError(f"rsssl-pretrain failed ({done.returncode}):\n{done.stderr[-3000:]}")
         summary = json.loads(next(runs.rglob("summary.json")).read_text())
-    return float(summary["train_images_per_second_after_warmup"])
+    return float(summary["train_images_per_second_after_warmup"]), float(
+        summary["train_loader_wait_fraction"]
+    )

@@ -117,12 +117,23 @@ def moco_targets(rates: dict[str, float]) -> list[str]:
 def loop_section(loop: dict) -> list[str]:
     bare = loop["bare_step"]
     rows = [
-        [f"rsssl-pretrain, {w} loader workers", f"{r:.1f}", f"{r / bare:.2f}"]
+        [
+            f"rsssl-pretrain, {w} loader workers",
+            f"{r:.1f}",
+            f"{r / bare:.2f}",
+            f"{100 * loop['loader_wait'][w]:.1f}",
+        ]
         for w, r in loop["workers"].items()
     ]
-    rows.append(["bare step (the same MoCo v2, no loader, no Lightning)", f"{bare:.1f}", "1.00"])
+    rows.append(["bare step (the same MoCo v2, no loader, no Lightning)", f"{bare:.1f}", "1.00", "–"])
     title = "## The whole pretraining loop against the bare step"
-    return [title, "", *_table(["run", "images/s", "÷ bare step"], rows), ""]
+    header = ["run", "images/s", "÷ bare step", "loader wait % of the step time"]
+    note = (
+        "Loader wait: the time between a step's end and the next one's start (fetching the batch, "
+        "moving it to the device) as a share of the step time (`train_loader_wait_fraction` in the "
+        "run's `summary.json`); near 0 when the loader keeps ahead of the model."
+    )
+    return [title, "", *_table(header, rows), "", note, ""]
 
 
 def methods_section(rates: dict[str, float]) -> list[str]:

@@ -44,12 +44,12 @@ def loop_figures(cfg: DictConfig, setup: steps.StepSetup) -> dict:
     than one moment before them."""
     step = steps.rsssl_step(steps.method_from_yaml("moco", setup, queue_size=setup.queue), setup)
     bare: list[float] = []
-    workers = {}
+    workers, waiting = {}, {}
     bare += alternate({"bare": step}, cfg.rounds, cfg.warmup, setup.device)["bare"]
     for count in cfg.loop_workers:
-        workers[str(count)] = loop.pretrain_loop_rate(setup, cfg.loop_steps, int(count))
+        workers[str(count)], waiting[str(count)] = loop.pretrain_loop_rate(setup, cfg.loop_steps, int(count))
         bare += alternate({"bare": step}, max(1, cfg.rounds // 2), 1, setup.device)["bare"]
-    return {"bare_step": median_rate(bare, setup.batch), "workers": workers}
+    return {"bare_step": median_rate(bare, setup.batch), "workers": workers, "loader_wait": waiting}
 
 
 def data_figures(cfg: DictConfig, setup: steps.StepSetup) -> dict:

@@ -25,15 +25,26 @@ class ThroughputMonitor(L.Callback):
     validation does not; the first step of an epoch is left out too (its time holds the epoch's end
     and the loaders' restart). `images_per_second` is the figure `summary.json` reports; each
     step's own rate is logged as `train/images_per_second` (a curve in metrics.csv).
+
+    `loader_wait_fraction`: the share of that time between a step's end and the next one's start,
+    where the loop fetches the next batch and moves it to the device: near 0 when the loader keeps
+    ahead of the model, large when the model waits for data. (On a GPU the host runs ahead of the
+    device, so a step's device time is never counted as waiting; waiting here is the host blocked
+    on the loader.)
     """
 
     def __init__(self, warmup: int = 3) -> None:
         self.warmup = warmup
         self.images = 0
         self.seconds = 0.0
+        self.waiting = 0.0
         self._last: float | None = None
+        self._started = 0.0
         self._paused = 0.0
         self._seen = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._started = _now()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         now = _now()
@@ -42,6 +53,7 @@ class ThroughputMonitor(L.Callback):
             images = batch["image"].shape[0] * trainer.world_size
             self.images += images
             self.seconds += now - self._last
+            self.waiting += max(0.0, self._started - self._last)
             pl_module.log(
                 "train/images_per_second", images / (now - self._last), on_step=True, on_epoch=False
             )
@@ -60,6 +72,10 @@ class ThroughputMonitor(L.Callback):
     @property
     def images_per_second(self) -> float | None:
         return self.images / self.seconds if self.seconds > 0 else None
+
+    @property
+    def loader_wait_fraction(self) -> float | None:
+        return self.waiting / self.seconds if self.seconds > 0 else None
 
 
 class ValidateAtMaxSteps(L.Callback):

@@ -477,6 +477,7 @@ def write_summary(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, resumed_fr
         "steps": trainer.global_step,
         "epochs": trainer.current_epoch,
         "train_images_per_second_after_warmup": throughput.images_per_second,
+        "train_loader_wait_fraction": throughput.loader_wait_fraction,
         "best_checkpoint": {
             "file": Path(best.best_model_path).name if best.best_model_path else None,
             "monitor": best.monitor,

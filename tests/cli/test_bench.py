@@ -103,8 +103,15 @@ def test_verdicts_follow_the_figures() -> None:
             "lightly-built MoCo v2": 202.0,
             "model-only floor": 200.0,
         },  # fmt: skip
+        "loop": {
+            "bare_step": 80.0,
+            "workers": {"0": 76.0, "2": 60.0},
+            "loader_wait": {"0": 0.031, "2": 0.25},
+        },
     }
     targets = render(figures)[render(figures).index("## Targets") :]
+    assert "- rsssl-pretrain loop ÷ bare step (best worker count): 0.950× (target ≥ 0.9×): **met**" in targets
+    assert "| rsssl-pretrain, 2 loader workers | 60.0 | 0.75 | 25.0 |" in render(figures)
     assert "- rsssl MoCo v2 ÷ torchgeo MoCoTask: 1.010× (target ≥ 1×): **met**" in targets
     assert "- rsssl MoCo v2 ÷ lightly-built MoCo v2: 0.500× (target ≥ 1×): **missed by 50.0 %**" in targets
     assert "- rsssl MoCo v2 ÷ model-only floor: 0.505× (target ≥ 0.95×): **missed by 46.8 %**" in targets

@@ -23,6 +23,7 @@ SUMMARY_KEYS = {
     "steps",
     "epochs",
     "train_images_per_second_after_warmup",
+    "train_loader_wait_fraction",
     "best_checkpoint",
     "resumed_from",
     "metrics",
@@ -101,3 +102,18 @@ def test_throughput_counts_every_process(monkeypatch):
     for step in range(2):
         monitor.on_train_batch_end(trainer, module, None, {"image": torch.zeros(8, 1, 1, 1)}, step)
     assert monitor.images_per_second == 4 * 8 / 2
+
+
+def test_loader_wait_is_the_share_of_the_step_time_spent_before_the_step_starts(monkeypatch):
+    """After one warm-up step ending at t = 1: the next step starts at 1.5 and ends at 3, the one
+    after starts at 4 and ends at 5, so 0.5 + 1 of the 4 s went to fetching the batches."""
+    times = [0.0, 1.0, 1.5, 3.0, 4.0, 5.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", _Clock(times))
+    monitor = ThroughputMonitor(warmup=1)
+    trainer, module = SimpleNamespace(world_size=1), SimpleNamespace(log=lambda *a, **k: None)
+    batch = {"image": torch.zeros(8, 1, 1, 1)}
+    for step in range(3):
+        monitor.on_train_batch_start(trainer, module, batch, step)
+        monitor.on_train_batch_end(trainer, module, None, batch, step)
+    assert monitor.images_per_second == 16 / 4
+    assert monitor.loader_wait_fraction == 1.5 / 4
