@@ -46,7 +46,7 @@ from rsssl.eval.finetune import METRICS as FINETUNE_METRICS
 from rsssl.eval.finetune import run_finetune
 from rsssl.eval.image_stats import image_statistics_features
 from rsssl.eval.knn import knn_predict
-from rsssl.eval.linear import fit_linear_probe, split_train_val
+from rsssl.eval.linear import LINEAR_SOLVERS, fit_linear_probe, split_train_val
 from rsssl.eval.metrics import classification_metrics
 from rsssl.eval.pixel import PIXEL_CLASSIFICATION_METRICS, PIXEL_PROTOCOLS, REGRESSION_METRICS, run_pixel
 from rsssl.eval.segmentation import MODES, PRETRAINED_SUFFIX, run_segmentation, segmentation_protocol
@@ -254,6 +254,11 @@ class Suite:
     log: Callable[[str], None] = print
 
     def __post_init__(self) -> None:
+        solver = self.classification.get("linear_solver", "path")
+        if solver not in LINEAR_SOLVERS:  # refused before any unit runs, not at the first linear one
+            raise ValueError(
+                f"unknown linear-probe solver {solver!r}: use one of {', '.join(LINEAR_SOLVERS)}"
+            )
         self.results = Path(self.results)
         self._present: dict[tuple, set[str]] = defaultdict(set)  # unit -> metrics in the store
         for r in read_rows(self.results):

@@ -133,3 +133,9 @@ def eval_config(name: str):
     """`conf/eval/<name>.yaml` as the CLI composes it."""
     with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
         return compose("evaluate", ["encoder=x", f"eval={name}"]).eval
+
+
+def test_an_unknown_linear_solver_is_refused_before_anything_is_measured(tmp_path):
+    with pytest.raises(ValueError, match="unknown linear-probe solver 'newton': use one of path, batched"):
+        Suite(tmp_path / "r.csv", classification={"linear_solver": "newton"})
+    assert not (tmp_path / "r.csv").exists()
