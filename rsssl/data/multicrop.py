@@ -1,7 +1,8 @@
 """Multi-crop views (Caron et al. 2020, as DINO and LaST use them): G global and L local crops.
 
 Each image of a normalised batch gets `num_global` large crops (`global_scale` of its area,
-resized to `global_size`) and `num_local` small ones (`local_scale`, `local_size`), every crop
+resized to `global_size`) and `num_local` small ones (`local_scale`, `local_size`: by default half
+the global side, as DINO's 96 of 224 px, so small tiles get small locals too), every crop
 with its own random geometry and colour from the shared view layer (`rsssl.data.views`), so the
 crops work for any band count. The crops come back grouped by size, each group one view-major
 tensor (crop 0 of every image, then crop 1, ...): one batched forward per group, and a global
@@ -37,7 +38,7 @@ class MultiCropRecipe:
     num_local: int = 6
     num_spectral: int = 0
     global_size: int | None = None
-    local_size: int = 32
+    local_size: int | None = None  # None: half the global side
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
     global_blur_p: Sequence[float] = field(default_factory=lambda: (1.0, 0.1))
@@ -114,14 +115,15 @@ class MultiCropViewMaker(torch.nn.Module):
     def forward(self, x: Tensor) -> MultiCrop:
         r = self.recipe
         side = min(x.shape[-2:])
-        too_large = [s for s in (r.global_size, r.local_size if r.num_local else None) if s and s > side]
+        local_side = r.local_size or (r.global_size or side) // 2
+        too_large = [s for s in (r.global_size, local_side if r.num_local else None) if s and s > side]
         if too_large:
             raise DataError(
                 f"multicrop: a crop of {max(too_large)} px is larger than the {side} px tiles: lower "
                 "method.multicrop.global_size / local_size or raise data.tile_size"
             )
         globals_ = torch.cat([maker(x) for maker in self.global_makers])
-        locals_ = self.local_maker(x.repeat(r.num_local, 1, 1, 1)) if r.num_local else None
+        locals_ = self.local_maker(x.repeat(r.num_local, 1, 1, 1), side=local_side) if r.num_local else None
         spectral = None
         if self.spectral is not None:  # the first global recipe's crops, then a spectral view each
             spectral = self.spectral(self.global_makers[0](x.repeat(r.num_spectral, 1, 1, 1)))

@@ -337,13 +337,15 @@ class ViewMaker(torch.nn.Module):
         weights_t = torch.tensor(weights, dtype=torch.float32)
         self.register_buffer("grayscale_weights", weights_t / weights_t.sum(), persistent=False)
 
-    def forward(self, x: Tensor, return_params: bool = False) -> Tensor | tuple[Tensor, ViewParams]:
-        """One view of x (B×C×H×W), same dtype/device/bands, side `crop_size`; with
-        `return_params` also the per-sample geometry (`ViewParams`)."""
+    def forward(
+        self, x: Tensor, return_params: bool = False, side: int | None = None
+    ) -> Tensor | tuple[Tensor, ViewParams]:
+        """One view of x (B×C×H×W), same dtype/device/bands, side `side` (None: the recipe's
+        `crop_size`); with `return_params` also the per-sample geometry (`ViewParams`)."""
         batch, channels, height, width = x.shape
         if channels != len(self.bands):
             raise ValueError(f"expected {len(self.bands)} bands {self.bands}, got {channels}")
-        params = self.sample_geometry(batch, height, width, x.device)
+        params = self.sample_geometry(batch, height, width, x.device, side)
         view = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         if self.recipe.crop_scale is not None or params.size != (height, width):
             view = crop_resize(view, params.boxes, params.size)
@@ -353,8 +355,11 @@ class ViewMaker(torch.nn.Module):
         view = self._solarize(view).to(x.dtype)
         return (view, params) if return_params else view
 
-    def sample_geometry(self, batch: int, height: int, width: int, device: torch.device) -> ViewParams:
-        """Draw the per-sample crop boxes, flips and quarter turns of one batch of views."""
+    def sample_geometry(
+        self, batch: int, height: int, width: int, device: torch.device, side: int | None = None
+    ) -> ViewParams:
+        """Draw the per-sample crop boxes, flips and quarter turns of one batch of views (output
+        side `side`, else the recipe's `crop_size`, else the input's size)."""
         r = self.recipe
         if r.crop_scale is None:
             full = torch.tensor([0.0, 0.0, width, height], device=device)
@@ -363,7 +368,8 @@ class ViewMaker(torch.nn.Module):
             boxes = sample_crop_boxes(batch, height, width, r.crop_scale, r.crop_ratio, device)
         hflip, vflip = draws.chance(batch, r.hflip_p, device), draws.chance(batch, r.vflip_p, device)
         k = draws.randint(0, 4, batch, device=device) if r.rot90 else torch.zeros(batch, dtype=torch.long)
-        size = (r.crop_size, r.crop_size) if r.crop_size else (height, width)
+        side = side or r.crop_size
+        size = (side, side) if side else (height, width)
         return ViewParams(boxes, hflip, vflip, k.to(device), size)
 
     def _colour(self, x: Tensor) -> Tensor:

@@ -48,7 +48,17 @@ def test_the_recipes_are_dinos_asymmetric_ones():
     assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
     assert m.local_maker.recipe.blur_p == 0.5 and m.local_maker.recipe.solarize_p == 0.0
     assert first.crop_scale == (0.4, 1.0) and m.local_maker.recipe.crop_scale == (0.05, 0.4)
-    assert m.local_maker.recipe.crop_size == 32 and first.jitter_p == 0.8 and first.saturation == 0.2
+    assert m.local_maker.recipe.crop_size is None and first.jitter_p == 0.8 and first.saturation == 0.2
+
+
+@pytest.mark.parametrize(
+    ("side", "global_size", "local_side"), [(64, None, 32), (32, None, 16), (64, 48, 24)]
+)
+def test_local_crops_default_to_half_the_global_side(side, global_size, local_side):
+    """DINO's 96 of 224 px: a local crop is about half a global one, whatever the tile size (a fixed
+    32 px would make the locals of 32 px tiles as large as the globals)."""
+    crops = maker(3, num_local=2, global_size=global_size)(torch.randn(2, 3, side, side))
+    assert crops.globals_.shape[-1] == (global_size or side) and crops.locals_.shape[-2:] == (local_side,) * 2
 
 
 def test_no_local_crops_give_globals_only():
