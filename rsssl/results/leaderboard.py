@@ -451,7 +451,8 @@ RANKING_NOTE = (
     "One row per entry, ranked across every column of the tables below that can be normalised. In a "
     "column an entry's score is (x − random_init) / (supervised − random_init), with the means of the "
     "two references in that column: random_init scores 0 and the supervised reference 1 by construction "
-    "(the anchors, kept as rows), and the denominator's sign turns lower-is-better metrics round. "
+    "(the anchors, kept as rows), and the denominator's sign turns lower-is-better metrics round; a "
+    "column where the supervised reference does not beat random_init has no scale and is left out. "
     "An entry's normalised IQM is the interquartile mean of its scores: sorted, each score holds one unit "
     "of weight, and the IQM is the mean over the middle half of that weight, a score at the 25th or 75th "
     "percentile counting with the part of its unit inside (8 scores: the mean of the 3rd to 6th; 5: "
@@ -467,7 +468,7 @@ RANKING_NOTE = (
 )
 NO_RANKING_NOTE = (
     "No column can be normalised, so there is no overall ranking. A column needs one random_init "
-    "and one supervised number, and they must differ."
+    "and one supervised number, the supervised one the better."
 )
 
 
@@ -488,8 +489,8 @@ def ranking_note(ranking: Ranking) -> str:
         )
     if ranking.dropped:
         parts.append(
-            f"{ranking.dropped} of {ranking.resamples} resamples drew equal references in a column and "
-            "were dropped."
+            f"{ranking.dropped} of {ranking.resamples} resamples drew references that tie or turn round "
+            "in a column and were dropped."
         )
     return " ".join(parts)
 

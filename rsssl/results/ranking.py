@@ -8,8 +8,11 @@ column when it has one there, else its one number at that set and budget: it is 
 fine-tune protocol only, and it is the same ceiling for a kNN, linear or fine-tune column). So
 random_init scores 0 and the supervised reference 1 by construction. The denominator's sign
 turns lower-is-better metrics round, so one formula serves both. A column without exactly one
-random_init and one supervised number, or where they are equal, cannot be normalised and is left
-out (and so is the online probe, never ranked against offline evaluations).
+random_init and one supervised number, or where the supervised reference does not beat random_init
+in the metric's direction (the scale would be empty or turned round, ranking every entry above
+random init below it), cannot be normalised and is left out (and so is the online probe, never
+ranked against offline evaluations). A bootstrap resample in which the references tie or turn
+round is dropped, and the count of those is reported.
 
 An entry's scores are aggregated by their interquartile mean (``interquartile_mean``), and its
 95 % interval is a percentile bootstrap over seeds: each resample draws, with replacement and
@@ -31,6 +34,7 @@ from rsssl.results.aggregate import (
     COVERS_LABELS,
     COVERS_PRETRAINING,
     Aggregate,
+    decimals,
     higher_is_better,
 )
 from rsssl.results.store import ONLINE_PROTOCOLS
@@ -180,8 +184,19 @@ def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]]) -
     for reference, cells in references.items():
         if len(cells) != 1:
             return f"no {reference} number" if not cells else f"{len(cells)} {reference} entries, one needed"
-    same = references[RANDOM_INIT][0].mean == references[SUPERVISED][0].mean
-    return "random_init and supervised are equal" if same else ""
+    random_init, supervised = references[RANDOM_INIT][0].mean, references[SUPERVISED][0].mean
+    if random_init == supervised:
+        return "random_init and supervised are equal"
+    if not beats(supervised, random_init, column[4]):
+        side = "above" if higher_is_better(column[4]) else "below"
+        places = decimals(random_init)
+        return f"supervised ({supervised:.{places}f}) is not {side} random_init ({random_init:.{places}f})"
+    return ""
+
+
+def beats(supervised: float, random_init: float, metric: str) -> bool:
+    """Whether the supervised reference is better than random init in `metric`'s direction."""
+    return supervised > random_init if higher_is_better(metric) else supervised < random_init
 
 
 def _covers(cells: Sequence[Aggregate]) -> str:
@@ -221,7 +236,10 @@ def rank_entries(
     rng, samples, dropped = random.Random(seed), defaultdict(list), 0
     for _ in range(resamples):
         draws = {c: {a.entry: resampled_mean(a, rng) for a in by_column[c]} for c in needed}
-        if any(len({draws[c][e] for c, e in references[column]}) == 1 for column in used):
+        if not all(
+            beats(draws[sup[0]][sup[1]], draws[ri[0]][ri[1]], column[4])
+            for column, (ri, sup) in references.items()
+        ):  # the references tie or turn round: no scale in this resample
             dropped += 1
             continue
         for entry, mine in scores(draws).items():

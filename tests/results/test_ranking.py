@@ -141,6 +141,47 @@ def test_columns_without_both_references_are_left_out_and_said_why() -> None:
     }
 
 
+def test_a_column_where_supervised_does_not_beat_random_init_is_left_out() -> None:
+    """Tree-crown fine-tuning: supervised 0.315 mIoU below random init's 0.352. Normalised, the
+    denominator would be negative and every entry above random init would score below it (SimCLR's
+    0.391 would be -1.05), turning the ranking round; such a column is left out and said why, in
+    the metric's own direction (a loss is usable when supervised is the lower)."""
+    rows = _rows("simclr", {0: [0.391]}) + _rows("random_init", {0: [0.352]})
+    rows += _rows("supervised", {0: [0.315]})
+    rows += _rows("simclr", {0: [0.5]}, budget="5/class") + _rows("random_init", {0: [0.3]}, budget="5/class")
+    rows += _rows("supervised", {0: [0.7]}, budget="5/class")
+    rows += _rows("simclr", {0: [1.5]}, metric="rmse") + _rows("random_init", {0: [2.0]}, metric="rmse")
+    rows += _rows("supervised", {0: [1.0]}, metric="rmse")
+    rows += _rows("simclr", {0: [1.5]}, metric="rmse", budget="5/class")
+    rows += _rows("random_init", {0: [1.0]}, metric="rmse", budget="5/class")
+    rows += _rows("supervised", {0: [2.0]}, metric="rmse", budget="5/class")
+    ranking = rank_entries(aggregate(rows), resamples=50)
+    assert ranking.columns == (
+        ("eurosat", "linear", "", "20/class", "rmse"),
+        ("eurosat", "linear", "", "5/class", "OA"),
+    )
+    reasons = dict(ranking.left_out)
+    assert reasons == {
+        ("eurosat", "linear", "", "20/class", "OA"): "supervised (0.315) is not above random_init (0.352)",
+        ("eurosat", "linear", "", "5/class", "rmse"): "supervised (2.000) is not below random_init (1.000)",
+    }
+    # the two usable columns: (0.5 - 0.3) / 0.4 = 0.5 and (1.5 - 2) / (1 - 2) = 0.5
+    assert _entry(ranking, "simclr").scores == {c: pytest.approx(0.5) for c in ranking.columns}
+
+
+def test_resamples_that_turn_the_references_round_are_dropped() -> None:
+    """random_init's label seeds 0.2 and 0.7 against supervised 0.6: a resample whose random_init mean
+    is 0.7 (probability 1/4) has no scale and is dropped, as one whose references are equal."""
+    rows = _rows("moco", {0: [0.4]}) + _rows("random_init", {0: [0.2, 0.7]})
+    rows += _rows("supervised", {0: [0.6]})
+    ranking = rank_entries(aggregate(rows), resamples=400, seed=0)
+    assert 60 < ranking.dropped < 140  # about 100 of 400
+    # kept: random_init 0.2 -> (0.4 - 0.2) / 0.4 = 0.5, 0.45 -> -0.05 / 0.15 = -1/3; a kept 0.7 would
+    # score (0.4 - 0.7) / (0.6 - 0.7) = 3, far above the supervised reference
+    moco = _entry(ranking, "moco")
+    assert (moco.low, moco.high) == (pytest.approx(-1 / 3), pytest.approx(0.5))
+
+
 def test_frozen_protocols_are_normalised_by_the_supervised_reference_of_their_set_and_budget() -> None:
     """The supervised reference has fine-tune numbers only: it is the ceiling of the kNN and linear
     columns of the same set, budget and metric too.
