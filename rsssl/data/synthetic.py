@@ -481,7 +481,9 @@ def acquisition_reflectance(
         rng = _stream(seed, scene, "glint", date)
         level = rng.uniform(0, nuisance.glint)
         abundance[M_GLINT] = layout.water * level * np.clip(_fields(rng, size, [0.6])[0] - 1.5, 0, None)
-    surface = np.einsum("mhw,mc->chw", abundance, ends, optimize=True) * layout.shade
+    # einsum's own loop, not BLAS (optimize=True): a BLAS product splits its sums by thread count, so
+    # its rounding, and some uint16 pixels, depended on the machine's threads
+    surface = np.einsum("mhw,mc->chw", abundance, ends, optimize=False) * layout.shade
     if nuisance.relief > 0:  # terrain shading under the date's sun azimuth
         azimuth = _stream(seed, scene, "relief", date).uniform(0, 2 * np.pi)
         facing = np.cos(azimuth) * layout.slope[1] + np.sin(azimuth) * layout.slope[0]

@@ -316,3 +316,17 @@ def test_date_zero_does_not_depend_on_the_number_of_dates():
 def test_invalid_arguments_raise_data_error(kwargs, message):
     with pytest.raises(DataError, match=message):
         make_synthetic_scenes(**kwargs)
+
+
+def test_the_scenes_do_not_depend_on_the_number_of_blas_threads():
+    """The published benchmarks' pixels must be what any machine generates: a BLAS product splits its
+    sums by thread count, and rounding then moved some uint16 pixels (one thread against two gave
+    another eval-set digest, so another eval_hash, for the same config)."""
+    from threadpoolctl import threadpool_limits
+
+    scenes = {}
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            scenes[threads] = make_synthetic_scenes(num_scenes=2, size=256, num_bands=13, num_dates=2, seed=3)
+    for one, two in zip(scenes[1], scenes[2], strict=True):
+        np.testing.assert_array_equal(one.images, two.images)
