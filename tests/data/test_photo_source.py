@@ -36,3 +36,18 @@ def test_unreadable_pictures_are_skipped_with_a_count(pictures: Path, caplog) ->
     scenes = PhotoFolderSource(str(pictures), unreadable="skip").load()
     assert [s.name for s in scenes] == ["a.png", "d.png"]
     assert "skipped 2 of 4 scenes that cannot be read" in caplog.text
+
+
+def test_the_sample_pictures_are_four_rgb_photographs_from_installed_packages(tmp_path: Path) -> None:
+    """matplotlib's two photographs and scikit-learn's two, copied with no download."""
+    from rsssl.data.sample_pictures import copy_sample_pictures
+
+    copied = copy_sample_pictures(tmp_path)
+    scenes = PhotoFolderSource(str(tmp_path)).load()
+    assert sorted(p.name for p in copied) == sorted(s.name for s in scenes)
+    assert sorted(s.name for s in scenes) == [
+        "Minduka_Present_Blue_Pack.png", "china.jpg", "flower.jpg", "grace_hopper.jpg"
+    ]  # fmt: skip
+    assert all(s.images.shape[:2] == (1, 3) and s.images.dtype == np.uint8 for s in scenes)
+    assert all(s.bands == ("red", "green", "blue") for s in scenes)
+    assert {s.images.shape[2:] for s in scenes if s.name in ("china.jpg", "flower.jpg")} == {(427, 640)}
