@@ -8,11 +8,17 @@ column when it has one there, else its one number at that set and budget: it is 
 fine-tune protocol only, and it is the same ceiling for a kNN, linear or fine-tune column). So
 random_init scores 0 and the supervised reference 1 by construction. The denominator's sign
 turns lower-is-better metrics round, so one formula serves both. A column without exactly one
-random_init and one supervised number, or where the supervised reference does not beat random_init
-in the metric's direction (the scale would be empty or turned round, ranking every entry above
-random init below it), cannot be normalised and is left out (and so is the online probe, never
-ranked against offline evaluations). A bootstrap resample in which the references tie or turn
-round is dropped, and the count of those is reported.
+random_init and one supervised number (of the entry's backbone: see below), or where the
+supervised reference does not beat random_init in the metric's direction (the scale would be
+empty or turned round, ranking every entry above random init below it), cannot be normalised and
+is left out (and so is the online probe, never ranked against offline evaluations). A bootstrap
+resample in which the references tie or turn round is dropped, and the count of those is reported.
+
+Each backbone is normalised by its own references: a ViT entry by the ViT's random init and
+supervised reference, a ResNet entry by the ResNet's, so that a score says what pretraining adds
+to that architecture. An entry whose backbone has no references (image statistics have none) takes
+those of the leaderboard's main backbone, the one most pretrained entries use. A column where one
+backbone's references are missing still scores the others' entries, and says which were not.
 
 An entry's scores are aggregated by their interquartile mean (``interquartile_mean``), and its
 95 % interval is a percentile bootstrap over seeds: each resample draws, with replacement and
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,12 +43,13 @@ from rsssl.results.aggregate import (
     decimals,
     higher_is_better,
 )
-from rsssl.results.store import ONLINE_PROTOCOLS
+from rsssl.results.store import BASELINES, ONLINE_PROTOCOLS
 
 RANDOM_INIT = "random_init"
 SUPERVISED = "supervised"
 #: the score each reference has by construction (the ``anchor`` of its row).
 ANCHORS = {RANDOM_INIT: "0", SUPERVISED: "1"}
+BASELINE_METHODS = frozenset(BASELINES)
 ONLINE_REASON = "online probe, never ranked against offline evaluations"
 
 Column = tuple[str, str, str, str, str]  # Aggregate.column
@@ -156,11 +163,14 @@ def _same_set_and_budget(column: Column) -> tuple[str, str, str]:
 
 
 def supervised_cells(
-    column: Column, by_column: Mapping[Column, Sequence[Aggregate]]
+    column: Column, by_column: Mapping[Column, Sequence[Aggregate]], backbone: str
 ) -> list[tuple[Column, Aggregate]]:
-    """The supervised reference's candidate cells for `column`, with their own columns: the one in
-    `column` itself when there is one, else every supervised cell of the same set, budget and metric."""
-    own = [(column, a) for a in by_column.get(column, ()) if a.method == SUPERVISED]
+    """The supervised reference's candidate cells of `backbone` for `column`, with their own
+    columns: the one in `column` itself when there is one, else every supervised cell of the same
+    set, budget and metric."""
+    own = [
+        (column, a) for a in by_column.get(column, ()) if a.method == SUPERVISED and a.backbone == backbone
+    ]
     if own:
         return own
     key = _same_set_and_budget(column)
@@ -169,17 +179,29 @@ def supervised_cells(
         for c, cells in by_column.items()
         if c[1] not in ONLINE_PROTOCOLS and _same_set_and_budget(c) == key
         for a in cells
-        if a.method == SUPERVISED
+        if a.method == SUPERVISED and a.backbone == backbone
     ]
 
 
-def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]]) -> str:
-    """Why a column cannot be normalised ("" when it can)."""
+def scale_backbones(aggs: Sequence[Aggregate]) -> dict[Entry, str]:
+    """Each entry's reference backbone: its own where the references were measured with it, else
+    the main backbone (the one of most pretrained entries among those with references; ties: the
+    first by name), "" when no reference was measured at all."""
+    with_references = {a.backbone for a in aggs if a.method in (RANDOM_INIT, SUPERVISED)}
+    pretrained = {a.entry: a.backbone for a in aggs if a.method not in BASELINE_METHODS}
+    counts = Counter(b for b in pretrained.values() if b in with_references)
+    ordered = sorted(with_references, key=lambda b: (-counts[b], b))
+    main = ordered[0] if ordered else ""
+    return {a.entry: a.backbone if a.backbone in with_references else main for a in aggs}
+
+
+def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]], backbone: str) -> str:
+    """Why a column cannot be normalised for the entries scaled by `backbone` ("" when it can)."""
     if column[1] in ONLINE_PROTOCOLS:
         return ONLINE_REASON
     references = {
-        RANDOM_INIT: [a for a in by_column[column] if a.method == RANDOM_INIT],
-        SUPERVISED: [a for _, a in supervised_cells(column, by_column)],
+        RANDOM_INIT: [a for a in by_column[column] if a.method == RANDOM_INIT and a.backbone == backbone],
+        SUPERVISED: [a for _, a in supervised_cells(column, by_column, backbone)],
     }
     for reference, cells in references.items():
         if len(cells) != 1:
@@ -192,6 +214,15 @@ def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]]) -
         places = decimals(random_init)
         return f"supervised ({supervised:.{places}f}) is not {side} random_init ({random_init:.{places}f})"
     return ""
+
+
+def _left_out_reason(reasons: Mapping[str, str], usable: bool) -> str:
+    """One column's reason, from its reference backbones' reasons: plain where all agree and the
+    column is unused, else naming the backbones whose entries were not scored."""
+    failing = {b: r for b, r in sorted(reasons.items()) if r}
+    if not usable and len(set(failing.values())) == 1:
+        return next(iter(failing.values()))
+    return "; ".join(f"{b} entries not scored: {r}" for b, r in failing.items())
 
 
 def beats(supervised: float, random_init: float, metric: str) -> bool:
@@ -212,24 +243,32 @@ def rank_entries(
     for a in aggs:
         if math.isfinite(a.mean):
             by_column[a.column].append(a)
-    reasons = {column: _unusable(column, by_column) for column in sorted(by_column)}
-    used = tuple(column for column, reason in reasons.items() if not reason)
-    # each used column's references as (column, entry) cells: random_init's own, supervised's found
+    scale = scale_backbones([a for cells in by_column.values() for a in cells])
+    reasons = {
+        column: {b: _unusable(column, by_column, b) for b in sorted({scale[a.entry] for a in cells})}
+        for column, cells in sorted(by_column.items())
+    }
+    usable = {column: {b for b, r in per.items() if not r} for column, per in reasons.items()}
+    used = tuple(column for column in reasons if usable[column])
+    # each usable (column, backbone)'s references as (column, entry) cells: random_init's own,
+    # supervised's found
     references = {
-        column: (
-            (column, next(a.entry for a in by_column[column] if a.method == RANDOM_INIT)),
-            next((c, a.entry) for c, a in supervised_cells(column, by_column)),
+        (column, b): (
+            (column, next(a.entry for a in by_column[column] if a.method == RANDOM_INIT and a.backbone == b)),
+            next((c, a.entry) for c, a in supervised_cells(column, by_column, b)),
         )
         for column in used
+        for b in sorted(usable[column])
     }
     needed = sorted({c for pair in references.values() for c, _ in pair} | set(used))
 
     def scores(means: Mapping[Column, Mapping[Entry, float]]) -> dict[Entry, dict[Column, float]]:
         out: dict[Entry, dict[Column, float]] = defaultdict(dict)
         for column in used:
-            random_init, supervised = (means[c][e] for c, e in references[column])
             for entry, x in means[column].items():
-                out[entry][column] = normalised(x, random_init=random_init, supervised=supervised)
+                if scale[entry] in usable[column]:
+                    random_init, supervised = (means[c][e] for c, e in references[column, scale[entry]])
+                    out[entry][column] = normalised(x, random_init=random_init, supervised=supervised)
         return out
 
     point = scores({c: {a.entry: a.mean for a in by_column[c]} for c in needed})
@@ -238,7 +277,7 @@ def rank_entries(
         draws = {c: {a.entry: resampled_mean(a, rng) for a in by_column[c]} for c in needed}
         if not all(
             beats(draws[sup[0]][sup[1]], draws[ri[0]][ri[1]], column[4])
-            for column, (ri, sup) in references.items()
+            for (column, _), (ri, sup) in references.items()
         ):  # the references tie or turn round: no scale in this resample
             dropped += 1
             continue
@@ -246,13 +285,13 @@ def rank_entries(
             samples[entry].append(interquartile_mean(list(mine.values())))
     ranks: dict[Entry, dict[Column, float]] = defaultdict(dict)
     for column in used:
-        cells = by_column[column]
+        cells = [a for a in by_column[column] if scale[a.entry] in usable[column]]
         better = higher_is_better(column[4])
         for a, rank in zip(cells, average_ranks([a.mean for a in cells], higher_is_better=better)):
             ranks[a.entry][column] = rank
     entries = []
     for entry, mine in point.items():
-        cells = tuple(a for c in used for a in by_column[c] if a.entry == entry)
+        cells = tuple(a for c in used for a in by_column[c] if a.entry == entry and c in mine)
         low, high = percentile_interval(samples[entry], confidence) if samples[entry] else (None, None)
         first = cells[0]
         entries.append(
@@ -274,5 +313,9 @@ def rank_entries(
             )
         )
     entries.sort(key=lambda e: (-e.iqm, e.mean_rank, e.entry))
-    left_out = tuple((column, reason) for column, reason in reasons.items() if reason)
+    left_out = tuple(
+        (column, _left_out_reason(per, bool(usable[column])))
+        for column, per in reasons.items()
+        if any(per.values())
+    )
     return Ranking(used, left_out, tuple(entries), resamples, seed, dropped)

@@ -26,13 +26,14 @@ def _rows(
     protocol: str = "linear",
     budget: str = "20/class",
     metric: str = "OA",
+    backbone: str = "resnet18",
 ) -> list[ResultRow]:
     """One row per (pretraining seed, label seed); ``values``: pretraining seed -> its label seeds' values."""
     return [
         ResultRow(
             run_id=f"{method}/seed{pretrain_seed}",
             method=method,
-            backbone="resnet18",
+            backbone=backbone,
             pretrain_data="ssl4eo",
             eval_data=eval_data,
             protocol=protocol,
@@ -210,6 +211,55 @@ def test_frozen_protocols_are_normalised_by_the_supervised_reference_of_their_se
     assert moco.iqm == pytest.approx((0.25 * 0.2 + 0.5 + 0.25 * 0.75) / 1.5)
     assert _entry(ranking, "supervised").iqm == 1.0 and _entry(ranking, "random_init").iqm == 0.0
     assert dict(ranking.left_out) == {("eurosat", "knn", "", "5/class", "OA"): "no supervised number"}
+
+
+def test_each_backbone_is_normalised_by_its_own_references() -> None:
+    """A ResNet and a ViT in one leaderboard, each with its own random init and supervised reference;
+    image statistics (no backbone) take those of the backbone most pretrained entries use.
+
+    20/class        resnet18                       vit_tiny
+      random_init   0.2                            0.4
+      supervised    0.6                            0.8
+      moco          0.4 -> (0.4 - 0.2) / 0.4 = 0.5
+      simclr        0.5 -> 0.75
+      last                                         0.7 -> (0.7 - 0.4) / 0.4 = 0.75
+      image_stats   0.3 (backbone "-") -> by resnet18's: 0.25
+    At 5/class the ViT has no supervised number: the ResNet entries are scored there (moco 0.3 ->
+    (0.3 - 0.1) / 0.4 = 0.5), the ViT entries are not, and the reason names the backbone. Ranks
+    are among the entries scored in a column: 20/class supervised 0.8 (1), last 0.7 (2), supervised
+    0.6 (3), simclr 0.5 (4), moco and random_init 0.4 (5.5 each), image_stats 0.3 (7), random_init 0.2 (8).
+    """
+    resnet = {"random_init": 0.2, "supervised": 0.6, "moco": 0.4, "simclr": 0.5}
+    vit = {"random_init": 0.4, "supervised": 0.8, "last": 0.7}
+    rows = [r for m, x in resnet.items() for r in _rows(m, {0: [x]})]
+    rows += [r for m, x in vit.items() for r in _rows(m, {0: [x]}, backbone="vit_tiny")]
+    rows += _rows("image_stats", {0: [0.3]}, backbone="-")
+    for method, x in {"random_init": 0.1, "supervised": 0.5, "moco": 0.3}.items():
+        rows += _rows(method, {0: [x]}, budget="5/class")
+    for method, x in {"random_init": 0.2, "last": 0.6}.items():
+        rows += _rows(method, {0: [x]}, budget="5/class", backbone="vit_tiny")
+    ranking = rank_entries(aggregate(rows), resamples=20)
+    twenty, five = ("eurosat", "linear", "", "20/class", "OA"), ("eurosat", "linear", "", "5/class", "OA")
+    assert set(ranking.columns) == {twenty, five}
+
+    def entry(method: str, backbone: str):
+        return next(e for e in ranking.entries if (e.method, e.backbone) == (method, backbone))
+
+    assert entry("moco", "resnet18").scores == {twenty: pytest.approx(0.5), five: pytest.approx(0.5)}
+    assert entry("simclr", "resnet18").scores == {twenty: pytest.approx(0.75)}
+    assert entry("last", "vit_tiny").scores == {twenty: pytest.approx(0.75)}
+    assert entry("image_stats", "-").scores == {twenty: pytest.approx(0.25)}
+    for backbone in ("resnet18", "vit_tiny"):
+        assert entry("random_init", backbone).scores[twenty] == 0.0
+        assert entry("supervised", backbone).scores[twenty] == 1.0
+    assert entry("random_init", "vit_tiny").scores.keys() == {twenty}
+    assert dict(ranking.left_out) == {five: "vit_tiny entries not scored: no supervised number"}
+    assert entry("last", "vit_tiny").ranks == {twenty: 2.0}
+    assert entry("moco", "resnet18").ranks == {
+        twenty: 5.5,
+        five: 2.0,
+    }  # 5/class: supervised, moco, random_init
+    assert entry("image_stats", "-").ranks == {twenty: 7.0}
 
 
 # ---- LEADERBOARD.md, ranking.csv, leaderboard.csv and the page -------------------------------------
