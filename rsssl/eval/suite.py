@@ -395,6 +395,13 @@ class Suite:
             for b in cfg.get("budgets", (5, 20, 50, 100, 0.01, 0.1, 1.0))
         ]
         seeds = [int(s) for s in cfg.get("seeds", (0, 1, 2))]
+        if candidate.from_scratch and "finetune" not in protocols:
+            self.log(
+                f"{candidate.method} on {dataset.name}: not trained, as eval.classification.protocols has "
+                "no finetune; add it (with eval.classification.finetune.budgets=[] to fine-tune no "
+                "encoder) for the reference"
+            )
+            return
         # the supervised reference is only trained: its frozen features are random_init's
         frozen = [] if candidate.from_scratch else [p for p in protocols if p in ("knn", "linear")]
         if frozen:

@@ -16,9 +16,11 @@ resample in which the references tie or turn round is dropped, and the count of 
 
 Each backbone is normalised by its own references: a ViT entry by the ViT's random init and
 supervised reference, a ResNet entry by the ResNet's, so that a score says what pretraining adds
-to that architecture. An entry whose backbone has no references (image statistics have none) takes
-those of the leaderboard's main backbone, the one most pretrained entries use. A column where one
-backbone's references are missing still scores the others' entries, and says which were not.
+to that architecture; and so is each pretraining set, whose input normalisation the references
+carry (a learning path's stages). An entry without references of its own (image statistics have
+no backbone) takes those of the leaderboard's main backbone and set, the one most pretrained
+entries use. A column where one backbone's references are missing still scores the others'
+entries, and says which were not.
 
 An entry's scores are aggregated by their interquartile mean (``interquartile_mean``), and its
 95 % interval is a percentile bootstrap over seeds: each resample draws, with replacement and
@@ -54,6 +56,7 @@ ONLINE_REASON = "online probe, never ranked against offline evaluations"
 
 Column = tuple[str, str, str, str, str]  # Aggregate.column
 Entry = tuple[str, str, str]  # Aggregate.entry
+Scale = tuple[str, str]  # (backbone, pretrain data): whose references normalise an entry
 
 
 def normalised(x: float, *, random_init: float, supervised: float) -> float:
@@ -162,15 +165,17 @@ def _same_set_and_budget(column: Column) -> tuple[str, str, str]:
     return column[0], column[3], column[4]
 
 
+def _scale_of(a: Aggregate) -> Scale:
+    return a.backbone, a.pretrain_data
+
+
 def supervised_cells(
-    column: Column, by_column: Mapping[Column, Sequence[Aggregate]], backbone: str
+    column: Column, by_column: Mapping[Column, Sequence[Aggregate]], scale: Scale
 ) -> list[tuple[Column, Aggregate]]:
-    """The supervised reference's candidate cells of `backbone` for `column`, with their own
-    columns: the one in `column` itself when there is one, else every supervised cell of the same
-    set, budget and metric."""
-    own = [
-        (column, a) for a in by_column.get(column, ()) if a.method == SUPERVISED and a.backbone == backbone
-    ]
+    """The supervised reference's candidate cells of `scale` for `column`, with their own columns:
+    the one in `column` itself when there is one, else every supervised cell of the same set,
+    budget and metric."""
+    own = [(column, a) for a in by_column.get(column, ()) if a.method == SUPERVISED and _scale_of(a) == scale]
     if own:
         return own
     key = _same_set_and_budget(column)
@@ -179,29 +184,30 @@ def supervised_cells(
         for c, cells in by_column.items()
         if c[1] not in ONLINE_PROTOCOLS and _same_set_and_budget(c) == key
         for a in cells
-        if a.method == SUPERVISED and a.backbone == backbone
+        if a.method == SUPERVISED and _scale_of(a) == scale
     ]
 
 
-def scale_backbones(aggs: Sequence[Aggregate]) -> dict[Entry, str]:
-    """Each entry's reference backbone: its own where the references were measured with it, else
-    the main backbone (the one of most pretrained entries among those with references; ties: the
-    first by name), "" when no reference was measured at all."""
-    with_references = {a.backbone for a in aggs if a.method in (RANDOM_INIT, SUPERVISED)}
-    pretrained = {a.entry: a.backbone for a in aggs if a.method not in BASELINE_METHODS}
-    counts = Counter(b for b in pretrained.values() if b in with_references)
-    ordered = sorted(with_references, key=lambda b: (-counts[b], b))
-    main = ordered[0] if ordered else ""
-    return {a.entry: a.backbone if a.backbone in with_references else main for a in aggs}
+def entry_scales(aggs: Sequence[Aggregate]) -> dict[Entry, Scale]:
+    """Each entry's scale, the (backbone, pretrain data) of the references that normalise it: its
+    own where references were measured with them (the random init of a backbone carries the input
+    normalisation of its pretraining data), else the main one, that of most pretrained entries among
+    those with references (ties: the first by name); ("", "") when no reference was measured."""
+    with_references = {_scale_of(a) for a in aggs if a.method in (RANDOM_INIT, SUPERVISED)}
+    pretrained = {a.entry: _scale_of(a) for a in aggs if a.method not in BASELINE_METHODS}
+    counts = Counter(s for s in pretrained.values() if s in with_references)
+    ordered = sorted(with_references, key=lambda s: (-counts[s], s))
+    main = ordered[0] if ordered else ("", "")
+    return {a.entry: _scale_of(a) if _scale_of(a) in with_references else main for a in aggs}
 
 
-def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]], backbone: str) -> str:
-    """Why a column cannot be normalised for the entries scaled by `backbone` ("" when it can)."""
+def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]], scale: Scale) -> str:
+    """Why a column cannot be normalised for the entries of `scale` ("" when it can)."""
     if column[1] in ONLINE_PROTOCOLS:
         return ONLINE_REASON
     references = {
-        RANDOM_INIT: [a for a in by_column[column] if a.method == RANDOM_INIT and a.backbone == backbone],
-        SUPERVISED: [a for _, a in supervised_cells(column, by_column, backbone)],
+        RANDOM_INIT: [a for a in by_column[column] if a.method == RANDOM_INIT and _scale_of(a) == scale],
+        SUPERVISED: [a for _, a in supervised_cells(column, by_column, scale)],
     }
     for reference, cells in references.items():
         if len(cells) != 1:
@@ -216,13 +222,13 @@ def _unusable(column: Column, by_column: Mapping[Column, Sequence[Aggregate]], b
     return ""
 
 
-def _left_out_reason(reasons: Mapping[str, str], usable: bool) -> str:
-    """One column's reason, from its reference backbones' reasons: plain where all agree and the
-    column is unused, else naming the backbones whose entries were not scored."""
-    failing = {b: r for b, r in sorted(reasons.items()) if r}
+def _left_out_reason(reasons: Mapping[Scale, str], usable: bool) -> str:
+    """One column's reason, from its scales' reasons: plain where all agree and the column is
+    unused, else naming the backbones (and pretraining data) whose entries were not scored."""
+    failing = {s: r for s, r in sorted(reasons.items()) if r}
     if not usable and len(set(failing.values())) == 1:
         return next(iter(failing.values()))
-    return "; ".join(f"{b} entries not scored: {r}" for b, r in failing.items())
+    return "; ".join(f"{b} ({d}) entries not scored: {r}" for (b, d), r in failing.items())
 
 
 def beats(supervised: float, random_init: float, metric: str) -> bool:
@@ -243,18 +249,21 @@ def rank_entries(
     for a in aggs:
         if math.isfinite(a.mean):
             by_column[a.column].append(a)
-    scale = scale_backbones([a for cells in by_column.values() for a in cells])
+    scale = entry_scales([a for cells in by_column.values() for a in cells])
     reasons = {
         column: {b: _unusable(column, by_column, b) for b in sorted({scale[a.entry] for a in cells})}
         for column, cells in sorted(by_column.items())
     }
     usable = {column: {b for b, r in per.items() if not r} for column, per in reasons.items()}
     used = tuple(column for column in reasons if usable[column])
-    # each usable (column, backbone)'s references as (column, entry) cells: random_init's own,
+    # each usable (column, scale)'s references as (column, entry) cells: random_init's own,
     # supervised's found
     references = {
         (column, b): (
-            (column, next(a.entry for a in by_column[column] if a.method == RANDOM_INIT and a.backbone == b)),
+            (
+                column,
+                next(a.entry for a in by_column[column] if a.method == RANDOM_INIT and _scale_of(a) == b),
+            ),
             next((c, a.entry) for c, a in supervised_cells(column, by_column, b)),
         )
         for column in used

@@ -166,3 +166,13 @@ def test_the_tree_crown_benchmark_pretrains_in_domain_without_its_test_split():
         0.1,
         1.0,
     ]
+
+
+def test_every_experiment_with_a_supervised_reference_trains_it():
+    """The suite trains the supervised reference under the finetune protocol only: an experiment
+    that asks for it must list that protocol (with no encoder budgets where none is fine-tuned)."""
+    experiments = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+    for experiment in experiments:
+        cfg = _cfg(experiment, "photos=/tmp") if experiment == "tov" else _cfg(experiment)
+        if "classification" in cfg.eval.tasks and cfg.eval.baselines and cfg.eval.supervised:
+            assert "finetune" in cfg.eval.classification.protocols, experiment

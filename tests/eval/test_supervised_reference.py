@@ -173,10 +173,16 @@ def test_its_recipe_is_the_finetune_settings_overridden_by_its_own():
     assert suite.recipe(random_init, "finetune") == {"steps": 30, "budgets": [20]}
 
 
-def test_it_is_not_run_without_the_finetune_protocol(tmp_path, dataset, trained):
-    results = tmp_path / "results.csv"
-    _suite(results, protocols=["knn", "linear"]).evaluate([_by_method()["supervised"]], [dataset])
+def test_it_is_not_run_without_the_finetune_protocol_and_says_how_to_run_it(tmp_path, dataset, trained):
+    results, lines = tmp_path / "results.csv", []
+    _suite(results, log=lines.append, protocols=["knn", "linear"]).evaluate(
+        [_by_method()["supervised"]], [dataset]
+    )
     assert trained == [] and not read_rows(results)
+    assert lines[-1] == (
+        "supervised on synthetic: not trained, as eval.classification.protocols has no finetune; "
+        "add it (with eval.classification.finetune.budgets=[] to fine-tune no encoder) for the reference"
+    )
 
 
 def test_segmentation_supervised_rows_are_segmentation_finetune_rows(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ def _rows(
     budget: str = "20/class",
     metric: str = "OA",
     backbone: str = "resnet18",
+    pretrain_data: str = "ssl4eo",
 ) -> list[ResultRow]:
     """One row per (pretraining seed, label seed); ``values``: pretraining seed -> its label seeds' values."""
     return [
@@ -34,7 +35,7 @@ def _rows(
             run_id=f"{method}/seed{pretrain_seed}",
             method=method,
             backbone=backbone,
-            pretrain_data="ssl4eo",
+            pretrain_data=pretrain_data,
             eval_data=eval_data,
             protocol=protocol,
             budget=budget,
@@ -253,13 +254,32 @@ def test_each_backbone_is_normalised_by_its_own_references() -> None:
         assert entry("random_init", backbone).scores[twenty] == 0.0
         assert entry("supervised", backbone).scores[twenty] == 1.0
     assert entry("random_init", "vit_tiny").scores.keys() == {twenty}
-    assert dict(ranking.left_out) == {five: "vit_tiny entries not scored: no supervised number"}
+    assert dict(ranking.left_out) == {five: "vit_tiny (ssl4eo) entries not scored: no supervised number"}
     assert entry("last", "vit_tiny").ranks == {twenty: 2.0}
     assert entry("moco", "resnet18").ranks == {
         twenty: 5.5,
         five: 2.0,
     }  # 5/class: supervised, moco, random_init
     assert entry("image_stats", "-").ranks == {twenty: 7.0}
+
+
+def test_each_stage_of_a_learning_path_is_normalised_by_the_references_of_its_data() -> None:
+    """TOV's stages: the baselines of each stage carry its pretraining data's input normalisation,
+    so each stage's entry takes its own: photos (random_init 0.30, supervised 0.70, moco 0.40 ->
+    0.25) and synthetic (0.36, 0.76, moco 0.56 -> 0.5)."""
+    rows = []
+    for data, (random_init, supervised, moco) in {
+        "photos": (0.3, 0.7, 0.4),
+        "synthetic": (0.36, 0.76, 0.56),
+    }.items():
+        for method, x in {"random_init": random_init, "supervised": supervised, "moco": moco}.items():
+            rows += _rows(method, {0: [x]}, pretrain_data=data)
+    ranking = rank_entries(aggregate(rows), resamples=20)
+    assert not ranking.left_out
+    scores = {(e.method, e.pretrain_data): list(e.scores.values()) for e in ranking.entries}
+    assert scores[("moco", "photos")] == [pytest.approx(0.25)]
+    assert scores[("moco", "synthetic")] == [pytest.approx(0.5)]
+    assert scores[("random_init", "synthetic")] == [0.0] and scores[("supervised", "photos")] == [1.0]
 
 
 # ---- LEADERBOARD.md, ranking.csv, leaderboard.csv and the page -------------------------------------
