@@ -63,7 +63,7 @@ READ_BY_CODE: dict[str, frozenset[str]] = {
     "method.views": frozenset({"preset", *(f.name for f in fields(ViewRecipe))}),  # views.preset()
     # SSLMethod.configure_optimizers and its EMA schedule
     "method.optimizer": frozenset(
-        {"name", "lr", "weight_decay", "momentum", "warmup", "nesterov", "betas"}
+        {"name", "lr", "weight_decay", "momentum", "warmup", "nesterov", "betas", "eps"}
         | {"weight_decay_end", "decay_norm_and_bias", "clip_grad"}
     ),
     "method.ema": frozenset({"base", "final"}),

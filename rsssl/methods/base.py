@@ -9,7 +9,7 @@ whenever the batch has labels, and an embedding-std collapse monitor.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -254,9 +254,9 @@ class SSLMethod(L.LightningModule):
         if name == "sgd":
             optimizer = torch.optim.SGD(groups, momentum=cfg["momentum"], nesterov=cfg.get("nesterov", False))
         elif name == "adamw":
-            optimizer = torch.optim.AdamW(groups, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+            optimizer = torch.optim.AdamW(groups, **adam_settings(cfg))
         elif name == "adam":
-            optimizer = torch.optim.Adam(groups, betas=tuple(cfg.get("betas", (0.9, 0.999))))
+            optimizer = torch.optim.Adam(groups, **adam_settings(cfg))
         else:
             raise ConfigError(f"unknown optimizer {cfg['name']!r}: choose sgd, adam or adamw")
         total = max(1, self.trainer.estimated_stepping_batches)
@@ -265,6 +265,11 @@ class SSLMethod(L.LightningModule):
             optimizer, lambda step: warmup_cosine(step, total, warmup)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def adam_settings(cfg: Mapping) -> dict:
+    """Adam's `betas` and `eps` from the optimiser settings (torch's defaults where unset)."""
+    return {"betas": tuple(cfg.get("betas", (0.9, 0.999))), "eps": float(cfg.get("eps", 1e-8))}
 
 
 def weight_decay_groups(

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from rsssl.methods.base import StepOutput, cosine_ramp, embedding_std, scaled_lr, warmup_cosine
+from rsssl.methods.base import (
+    StepOutput,
+    adam_settings,
+    cosine_ramp,
+    embedding_std,
+    scaled_lr,
+    warmup_cosine,
+)
 from rsssl.methods.moco import MoCo
 from tests.helpers.methods import tiny_method
 
@@ -37,6 +44,11 @@ def test_lr_scales_with_the_global_batch():
     assert scaled_lr(0.03, 256) == pytest.approx(0.03)
     assert scaled_lr(0.03, 64) == pytest.approx(0.0075)
     assert scaled_lr(0.03, 64 * 4 * 2) == pytest.approx(0.06)  # 4 processes x 2 accumulated batches
+
+
+def test_adam_takes_its_betas_and_eps_from_the_settings_and_torchs_defaults_otherwise():
+    assert adam_settings({"name": "adam"}) == {"betas": (0.9, 0.999), "eps": 1e-8}
+    assert adam_settings({"betas": [0.9, 0.95], "eps": 1e-6}) == {"betas": (0.9, 0.95), "eps": 1e-6}
 
 
 def test_embedding_std_is_one_for_orthogonal_embeddings_and_zero_when_collapsed():

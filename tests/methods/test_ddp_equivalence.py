@@ -25,17 +25,24 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hydra import compose, initialize_config_dir
 
+from rsssl.cli import CONF_DIR
 from rsssl.cli.pretrain import main
 from tests.cli.test_pretrain_errors import SYNTHETIC
 from tests.helpers.methods import with_small_backbone
 from tests.methods.test_methods_cli import METHODS
 
 WORLD, LOCAL, STEPS = 2, 4, 3
-# Adam-type optimisers divide each gradient entry by its own scale, so an entry whose gradient is
-# at rounding level (one all-reduce and one batch sum in different orders) may move by up to a
-# step's learning rate (here at most 1e-3 x 8 / 256 = 3e-5) either way: weights and optimiser
-# state are compared to that absolute tolerance, the losses more tightly.
+# Adam divides each gradient entry by its own scale plus `eps`: with torch's eps (1e-8), an entry
+# whose gradient is at float32 rounding level (one all-reduce and one batch sum add in different
+# orders) moves by up to a whole step's learning rate, either way, and BatchNorm statistics
+# downstream of many such entries drift past any tolerance the weights keep (seen on CI:
+# colorization's decoder). The runs here use eps=1e-6, far above rounding level, so such entries
+# barely move; what is compared is then the method's gradients and buffers under DDP. Weights and
+# optimiser state are compared to STATE_ATOL (measured: the worst entry is at 5 % of it), the
+# losses more tightly.
+ADAM_EPS = 1e-6
 STATE_ATOL = 1e-4
 COMMON = [
     "backbone=tiny",
@@ -57,11 +64,18 @@ SAMPLING_CASES = {
 CASES = [m for m in METHODS if m != "random_init"] + list(SAMPLING_CASES)
 
 
+def optimizer_name(method: str) -> str:
+    with initialize_config_dir(config_dir=str(Path(CONF_DIR).resolve()), version_base="1.3"):
+        return compose("pretrain", [f"method={method}"]).method.optimizer.name
+
+
 def overrides(case: str) -> list[str]:
     """The settings of a case: a method (its name), or a method under a sampling strategy."""
     method = case.split("_")[0] if case in SAMPLING_CASES else case
     extra = ["method.shuffle_bn=false"] if method in MOCO_FAMILY else []
     extra += SAMPLING_CASES.get(case, [])
+    if optimizer_name(method) != "sgd":
+        extra.append(f"+method.optimizer.eps={ADAM_EPS}")
     return with_small_backbone(method, [f"method={method}", *COMMON, *extra])
 
 
