@@ -53,8 +53,8 @@ class TransferSettings:
     num_samples: int = 1000
     solver: str = "sinkhorn"
     reg: float = 0.05
-    iterations: int = 50
-    relaxation: float = 1.0
+    iterations: int = 20
+    relaxation: float = 1.6
     fixed_subsample: bool = False
 
     def __post_init__(self) -> None:
@@ -85,9 +85,14 @@ def sample_pixels(images: Tensor, num_samples: int, fixed: bool = False) -> Tens
 
 
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:
-    """B x n x m squared Euclidean distances between B x n x C and B x m x C points (>= 0)."""
-    cross = torch.baddbmm((y * y).sum(-1)[:, None, :], x, y.transpose(1, 2), alpha=-2.0)  # |y|^2 - 2 x.y
-    return (cross + (x * x).sum(-1)[:, :, None]).clamp_min_(0.0)
+    """B x n x m squared Euclidean distances between B x n x C and B x m x C points (>= 0).
+
+    One batched product of points with two extra coordinates, [x, |x|², 1] · [−2y, 1, |y|²],
+    writes |x|² − 2 x·y + |y|² in one pass over the B x n x m result."""
+    ones_x, ones_y = x.new_ones(x.shape[:-1] + (1,)), y.new_ones(y.shape[:-1] + (1,))
+    left = torch.cat([x, (x * x).sum(-1, keepdim=True), ones_x], dim=-1)
+    right = torch.cat([-2.0 * y, ones_y, (y * y).sum(-1, keepdim=True)], dim=-1)
+    return torch.bmm(left, right.transpose(1, 2)).clamp_min_(0.0)
 
 
 def sinkhorn_scalings(
@@ -111,8 +116,8 @@ def sinkhorn_scalings(
 
     `relaxation` ω replaces each update by its over-relaxed form v ← v^(1−ω) (b / Kᵀu)^ω (the
     log-potentials move ω times Sinkhorn's step; absorption is unchanged, since the absorbed part
-    of a potential is not in v): on real tiles ω = 1.5 reaches in 20 iterations the plan plain
-    Sinkhorn reaches in 50.
+    of a potential is not in v): on real tiles ω = 1.6 comes closer in 20 iterations to the
+    converged plan than plain Sinkhorn in 50.
     """
     cost = cost if cost.dtype == torch.float64 else cost.float()
     batch, n, m = cost.shape
@@ -120,15 +125,16 @@ def sinkhorn_scalings(
     eps = reg * cost.mean(dim=(1, 2), keepdim=True).clamp_min(tiny)
     a = torch.ones((batch, 1, n), dtype=cost.dtype, device=cost.device)  # row vectors
     b = torch.full((batch, 1, m), n / m, dtype=cost.dtype, device=cost.device)
-    scaled = cost.div(eps).neg_()  # -C / ε
+    scaled = cost.mul(eps.reciprocal().neg_())  # -C / ε
     potential_g = -scaled.amax(dim=1, keepdim=True)  # B x 1 x m
-    potential_f = -(scaled + potential_g).amax(dim=2, keepdim=True)  # B x n x 1
-    kernel = torch.add(scaled, potential_f).add_(potential_g).exp_()
+    shifted = scaled + potential_g
+    potential_f = -shifted.amax(dim=2, keepdim=True)  # B x n x 1
+    kernel = shifted.add_(potential_f).exp_()
     drift = 0.0  # bound on |log| of the factors absorbed into K since it was last recomputed
 
     def out_of_range(scaling: Tensor) -> bool:
         low, high = torch.aminmax(scaling)
-        return bool(high > ABSORB_ABOVE) or bool(low < 1 / ABSORB_ABOVE)
+        return float(high) > ABSORB_ABOVE or float(low) < 1 / ABSORB_ABOVE
 
     def absorb(scaling: Tensor, potential: Tensor) -> Tensor:
         """Move a B x n x 1 or B x 1 x m scaling into its potential and into K; the new potential."""
@@ -146,10 +152,10 @@ def sinkhorn_scalings(
 
     u, v = torch.ones_like(a), torch.ones_like(b)
     for _ in range(iterations):
-        v = relaxed(v, b / (u @ kernel).clamp_min(tiny))
+        v = relaxed(v, torch.div(b, (u @ kernel).clamp_min_(tiny)))
         if out_of_range(v):
             potential_g, v = absorb(v, potential_g), torch.ones_like(b)
-        u = relaxed(u, a / (v @ kernel.transpose(1, 2)).clamp_min(tiny))
+        u = relaxed(u, torch.div(a, (v @ kernel.transpose(1, 2)).clamp_min_(tiny)))
         if out_of_range(u):
             potential_f, u = absorb(u.transpose(1, 2), potential_f), torch.ones_like(a)
     return u, kernel, v

@@ -4,12 +4,13 @@ fraction of a MoCo v2 step, in one run (`make slow`; on the GPU too under `make 
 The issue's targets: at least 20x faster than per-sample POT EMD on the CPU, under 10 % of a MoCo
 v2 step on the GPU. One batch: 64 real PlanetScope tiles of 64 x 64 px (3 bands, standardised as
 the method sees them) recoloured into 64 others, 1000 sampled pixels each, with STICL's own
-transfer settings (`conf/method/sticl.yaml`) and over-relaxed (ω 1.5, 20 iterations); each one's
-distance to the official pixels is printed. On the project's 2-core CPU (2026-12-01) STICL's
-settings measured 17x, the over-relaxed solver 21x: 100 vector-matrix products per 1000 x 1000
-problem, each streaming a 4 MB kernel from the L3 cache, are about half the cost, the
-nearest-sample assignment (4096 x 1000 scores per tile) a fifth. The assertions guard those levels
-less the run-to-run noise (12x and 16x).
+transfer settings (`conf/method/sticl.yaml`: over-relaxed, ω 1.6, 20 iterations) and with plain
+Sinkhorn at 50 iterations (the former default, no closer to the exact transfer); each one's
+distance to the official pixels is printed. On the project's 2-core CPU (2026-12-03) STICL's
+settings measured 20.4x and 21.1x in two runs, plain Sinkhorn 16.4x and 15.4x: the nearest-sample
+assignment (4096 x 1000 scores per tile, an argmin over each row) is about a quarter of the cost,
+building the kernels (a cost, two c-transforms and an exponential per entry) another. The
+assertions guard those levels less the run-to-run noise (16x and 12x).
 """
 
 from __future__ import annotations
@@ -25,19 +26,16 @@ import torch
 
 from rsssl.bench.steps import StepSetup, method_from_yaml, rates, rsssl_step
 from rsssl.data.scene_transfer import TransferSettings, scene_transfer
+from tests.helpers.tiles import standardised_tiles
 
 BATCH, TILE, SAMPLES = 64, 64, 1000
+GUARD, PLAIN_GUARD = 16, 12  # see the module docstring
 
 
 def planetscope_tiles(data_dir: Path, count: int) -> torch.Tensor:
     """`count` random 64 px tiles of the PlanetScope scene, each band standardised over the scene."""
     pixels = np.load(data_dir / "planetscope_sfbay_scenes_dev.npz")["scene_1"]  # H x W x 3 uint8
-    scene = torch.from_numpy(pixels).permute(2, 0, 1).float()
-    scene = (scene - scene.mean((1, 2), keepdim=True)) / scene.std((1, 2), keepdim=True)
-    rows, cols = scene.shape[1] // TILE, scene.shape[2] // TILE
-    grid = scene[:, : rows * TILE, : cols * TILE].unfold(1, TILE, TILE).unfold(2, TILE, TILE)
-    tiles = grid.permute(1, 2, 0, 3, 4).reshape(-1, 3, TILE, TILE)
-    return tiles[torch.randperm(len(tiles), generator=torch.Generator().manual_seed(0))[:count]].contiguous()
+    return standardised_tiles(pixels.transpose(2, 0, 1), count, TILE)
 
 
 def official_transfer(images: torch.Tensor, styles: torch.Tensor) -> np.ndarray:
@@ -91,13 +89,13 @@ def test_sinkhorn_transfer_is_faster_than_per_image_emd_on_the_cpu(data_dir):
     torch.manual_seed(0)
     tiles = planetscope_tiles(data_dir, 2 * BATCH)
     sticl = sticl_settings()
-    relaxed = replace(sticl, iterations=20, relaxation=1.5)
+    plain = replace(sticl, iterations=50, relaxation=1.0)
     start = time.perf_counter()
     official = official_transfer(tiles[:8], tiles[BATCH : BATCH + 8])
     official_seconds = (time.perf_counter() - start) * BATCH / 8
-    ours, faster, moco = (
+    ours, slower, moco = (
         transfer_seconds(tiles, "cpu", sticl),
-        transfer_seconds(tiles, "cpu", relaxed),
+        transfer_seconds(tiles, "cpu", plain),
         moco_step_seconds("cpu"),
     )
 
@@ -107,13 +105,13 @@ def test_sinkhorn_transfer_is_faster_than_per_image_emd_on_the_cpu(data_dir):
 
     print(
         f"scene transfer of {BATCH} PlanetScope tiles ({SAMPLES} samples each), CPU: per-image POT EMD "
-        f"{official_seconds:.2f} s; Sinkhorn at STICL's settings ({sticl.iterations} iterations) "
-        f"{ours:.3f} s ({official_seconds / ours:.1f}x), mean |Δ| to EMD's pixels {distance(sticl):.3f}; "
-        f"over-relaxed (ω {relaxed.relaxation}, {relaxed.iterations} iterations) {faster:.3f} s "
-        f"({official_seconds / faster:.1f}x), |Δ| {distance(relaxed):.3f}. MoCo v2 step {moco:.3f} s: a "
+        f"{official_seconds:.2f} s; Sinkhorn at STICL's settings (ω {sticl.relaxation}, {sticl.iterations} "
+        f"iterations) {ours:.3f} s ({official_seconds / ours:.1f}x), mean |Δ| to EMD's pixels "
+        f"{distance(sticl):.3f}; plain ({plain.iterations} iterations) {slower:.3f} s "
+        f"({official_seconds / slower:.1f}x), |Δ| {distance(plain):.3f}. MoCo v2 step {moco:.3f} s: a "
         f"whole batch's transfer is {ours / moco:.0%} of it (STICL transfers 10 % of the keys)"
     )
-    assert official_seconds > 12 * ours and official_seconds > 16 * faster
+    assert official_seconds > GUARD * ours and official_seconds > PLAIN_GUARD * slower
 
 
 @pytest.mark.gpu

@@ -79,14 +79,17 @@ def test_runs_made_before_a_setting_existed_keep_their_hash() -> None:
 
 
 def test_a_setting_added_later_at_its_neutral_value_keeps_the_hash() -> None:
-    """STICL's `transfer.relaxation` came after the benchmark's STICL runs: at 1 (plain Sinkhorn,
-    what ran then) the config hashes as one without the key, at 1.5 it is another config."""
-    sticl = _cfg("method=sticl")
-    assert sticl.method.transfer.relaxation == 1.0
-    assert "relaxation" not in pretraining_config(sticl)["method"]["transfer"]
+    """STICL's `transfer.relaxation` came after the first STICL runs: at 1 (plain Sinkhorn, what
+    ran then) the config hashes as one without the key; at 1.5, or at the default 1.6, it is
+    another config."""
+    plain = _cfg("method=sticl", "method.transfer.relaxation=1.0")
+    assert "relaxation" not in pretraining_config(plain)["method"]["transfer"]
     without = _cfg("method=sticl", "~method.transfer.relaxation")
     assert "relaxation" not in without.method.transfer
-    assert config_hash(sticl) == config_hash(without)
+    assert config_hash(plain) == config_hash(without)
     relaxed = _cfg("method=sticl", "method.transfer.relaxation=1.5")
     assert pretraining_config(relaxed)["method"]["transfer"]["relaxation"] == 1.5
-    assert config_hash(relaxed) != config_hash(sticl)
+    assert config_hash(relaxed) != config_hash(plain)
+    default = _cfg("method=sticl")
+    assert pretraining_config(default)["method"]["transfer"]["relaxation"] == 1.6
+    assert config_hash(default) not in {config_hash(plain), config_hash(relaxed)}
