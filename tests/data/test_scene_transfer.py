@@ -20,6 +20,7 @@ from rsssl.data.scene_transfer import (
     FIXED_SEED,
     TransferSettings,
     emd_plans,
+    grouped_argmin,
     scene_transfer,
     sinkhorn_plans,
     squared_distances,
@@ -102,6 +103,14 @@ def test_a_batch_transfers_as_its_images_one_by_one():
     batched = scene_transfer(images, styles, settings)
     alone = torch.cat([scene_transfer(images[i : i + 1], styles[i : i + 1], settings) for i in range(4)])
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("columns", "group"), [(1000, 100), (37, 8), (5, 16), (1, 1)])
+def test_grouped_argmin_is_torchs_argmin_ties_included(columns, group):
+    """The first index of each row's minimum, found a group at a time, as `argmin` finds it: scores
+    of few distinct values (many ties) and columns that do not fill the last group."""
+    scores = torch.randint(0, 4, (2, 300, columns), generator=torch.Generator().manual_seed(0)).float()
+    torch.testing.assert_close(grouped_argmin(scores, group), scores.argmin(-1), rtol=0, atol=0)
 
 
 def test_bad_input_and_settings_are_named():
