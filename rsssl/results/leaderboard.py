@@ -101,8 +101,9 @@ class Table:
     note: str = ""
 
 
-#: what the tables and plots show by default: overall accuracy and mean IoU.
-HEADLINE_METRICS = ("oa", "miou")
+#: what the tables and plots show by default: overall accuracy, mean IoU, and a regression's
+#: RMSE and R² (the pixel protocols' pixel_ridge and tile_ridge).
+HEADLINE_METRICS = ("oa", "miou", "rmse", "r2")
 
 
 def _protocol_rank(protocol: str) -> tuple[int, str]:
@@ -267,12 +268,13 @@ def difficulty_table(aggs: Sequence[Aggregate]) -> Table | None:
 
 
 def headline(aggs: Sequence[Aggregate], metrics: Sequence[str] | None) -> list[Aggregate]:
-    """Only the named metrics (case-insensitive), for every evaluation set that has any of them."""
+    """Only the named metrics (case-insensitive), for every protocol of a set that has any of
+    them; a protocol with none of them shows all of its own."""
     if metrics is None:
         return list(aggs)
     wanted = {m.lower() for m in metrics}
-    covered = {a.eval_data for a in aggs if a.metric.lower() in wanted}
-    return [a for a in aggs if a.metric.lower() in wanted or a.eval_data not in covered]
+    covered = {(a.eval_data, a.protocol) for a in aggs if a.metric.lower() in wanted}
+    return [a for a in aggs if a.metric.lower() in wanted or (a.eval_data, a.protocol) not in covered]
 
 
 def build_tables(aggs: Sequence[Aggregate]) -> list[Table]:

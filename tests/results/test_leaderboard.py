@@ -542,3 +542,24 @@ def test_cli_names_a_sweeps_rows_from_the_configs_sidecar(tmp_path: Path) -> Non
     md = (tmp_path / "site" / "LEADERBOARD.md").read_text()
     assert "| moco (method.temperature=0.1) | resnet18 | ssl4eo | 1 | **0.800** |" in md
     assert "| moco (method.temperature=0.2) | resnet18 | ssl4eo | 1 | 0.400 |" in md
+
+
+def test_regression_protocols_show_their_rmse_and_r2_by_default(tmp_path):
+    """pixel_ridge / tile_ridge report RMSE and R² (no accuracy) beside pixel_linear's OA on one set:
+    the default tables show both, RMSE as lower-is-better, and leave out their bookkeeping
+    (train_count)."""
+    rows = [
+        _row(m, "pixel_ridge", "100%", s, v + 0.01 * s, eval_data="seg", metric=metric)
+        for m, values in {"a": (0.20, 0.40), "b": (0.25, 0.30)}.items()
+        for s in range(2)
+        for metric, v in zip(("rmse", "r2"), values, strict=True)
+    ] + [
+        _row("a", "pixel_ridge", "100%", 0, 4096.0, eval_data="seg", metric="train_count"),
+        _row("a", "pixel_linear", "100%", 0, 0.7, eval_data="seg", metric="oa"),  # the set has OA too
+    ]
+    md = (_write(tmp_path, rows, plots=False) / "LEADERBOARD.md").read_text()
+    assert "pixel_ridge · 100% · rmse" in md and "pixel_ridge · 100% · r2" in md
+    assert "train_count" not in md
+    (line_a,) = [line for line in md.splitlines() if line.startswith("| a |")]
+    # a is best on both, lower RMSE and higher R²: 0.205 and 0.405 ± t(1) x 0.01 / 2
+    assert "**0.205 ± 0.064**" in line_a and "**0.405 ± 0.064**" in line_a
