@@ -13,14 +13,15 @@ through timm's `forward_intermediates`) sampled bilinearly at the pixel's centre
 (`index`: "ndvi", (nir − red) / (nir + red)) comes from the raw pixels of bands named by their
 canonical names, so it is the same quantity for every encoder. Each (protocol, fraction, seed)
 samples `pixels_per_tile` pixels of a seeded fraction of the training tiles and is judged on
-`pixels_per_tile` pixels of every test tile. Ridge's λ is chosen on a split of the training
-pixels (`val_fraction`), features standardised; metrics RMSE and R² (1 − SSE / SST on the test
-targets).
+`pixels_per_tile` pixels of every test tile. Ridge's λ is chosen by cross-validation on the
+labelled pixels or tiles (`ridge_folds`), features standardised over every training pixel or tile
+(`fit_ridge`); the probe's L2 on a split (`val_fraction`); metrics RMSE and R² (1 − SSE / SST on
+the test targets).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from rsssl.models.backbones import ConfigError, feature_indices
 
 PIXEL_PROTOCOLS = ("pixel_linear", "pixel_ridge", "tile_ridge")
 INDICES = {"ndvi": ("nir", "red")}
-RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 REGRESSION_METRICS = ("rmse", "r2")
 PIXEL_CLASSIFICATION_METRICS = ("oa", "aa", "kappa", "f1_macro")
 
@@ -93,25 +94,50 @@ def spectral_index(images: np.ndarray, bands: Sequence[str], index: str = "ndvi"
     return (first - second) / np.maximum(first + second, 1e-6)
 
 
-def fit_ridge(x: Tensor, y: Tensor, val_fraction: float, seed: int, grid: Sequence[float] = RIDGE_GRID):
-    """Closed-form ridge on standardised features; λ (per sample, on the mean squared error)
-    chosen on a seeded split, then refit on all of `x`. Returns a predict function."""
+def fit_ridge(
+    x: Tensor,
+    y: Tensor,
+    folds: int,
+    seed: int,
+    grid: Sequence[float] = RIDGE_GRID,
+    pool: Tensor | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """Closed-form ridge of `y` on `x`; returns a predict function.
+
+    Features are standardised with the mean and std of `pool` (every training sample's features,
+    labelled or not: no label is used; default `x`), since a handful of labelled rows gives a
+    feature that barely varies among them a tiny std, and test values far outside it then blow the
+    prediction up. λ (per sample, on the mean squared error) is chosen by `folds`-fold
+    cross-validation on the labelled rows (seeded; as many folds as rows when there are fewer),
+    then the fit is redone on all of them. With one row every λ predicts its label."""
     x, y = x.double(), y.double()
-    fit_idx, val_idx = split_train_val(torch.zeros(len(x), dtype=torch.long), val_fraction, seed)
-    fit_idx, val_idx = fit_idx.to(x.device), val_idx.to(x.device)
+    mean, std = standardisation((x if pool is None else pool).double())
+    xs = (x - mean) / std
 
-    def solve(rows: Tensor, lam: float):
-        mean, std = standardisation(x[rows])
-        xs = (x[rows] - mean) / std
+    def solve(rows: Tensor, lam: float) -> tuple[Tensor, Tensor]:
         centre = y[rows].mean()
-        gram = xs.T @ xs + lam * len(rows) * torch.eye(xs.shape[1], dtype=x.dtype, device=x.device)
-        weight = torch.linalg.solve(gram, xs.T @ (y[rows] - centre))
-        return lambda z: ((z.double() - mean) / std) @ weight + centre
+        gram = xs[rows].T @ xs[rows] + lam * len(rows) * torch.eye(
+            xs.shape[1], dtype=x.dtype, device=x.device
+        )
+        return torch.linalg.solve(gram, xs[rows].T @ (y[rows] - centre)), centre
 
-    if len(val_idx) == 0:
-        return solve(torch.arange(len(x), device=x.device), min(grid))
-    errors = [((solve(fit_idx, lam)(x[val_idx]) - y[val_idx]) ** 2).mean().item() for lam in grid]
-    return solve(torch.arange(len(x), device=x.device), grid[int(np.argmin(errors))])
+    count = min(folds, len(x))
+    if count < 2:
+        chosen = max(grid)
+    else:
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+        held_out = order.chunk(count)
+        errors = []
+        for lam in grid:
+            squared = 0.0
+            for part in held_out:
+                kept = order[~torch.isin(order, part)]
+                weight, centre = solve(kept, lam)
+                squared += float(((xs[part] @ weight + centre - y[part]) ** 2).sum())
+            errors.append(squared)
+        chosen = grid[int(np.argmin(errors))]
+    weight, centre = solve(torch.arange(len(x), device=x.device), chosen)
+    return lambda z: ((z.double() - mean) / std) @ weight + centre
 
 
 def regression_metrics(prediction: Tensor, target: Tensor) -> dict[str, float]:
@@ -140,6 +166,7 @@ def run_pixel(
     pixels_per_tile: int = 16,
     index: str = "ndvi",
     val_fraction: float = 0.2,
+    ridge_folds: int = 5,
     device: str = "cpu",
 ) -> list[dict]:
     """Rows {protocol, budget, seed, metric, value, train_count} of the pixel-level protocols."""
@@ -185,7 +212,11 @@ def run_pixel(
                 elif protocol == "pixel_ridge":
                     y = _gather(train_index, train_at)
                     predict = fit_ridge(
-                        train_pixels[picked.to(train_pixels.device)], y[picked].to(device), val_fraction, seed
+                        train_pixels[picked.to(train_pixels.device)],
+                        y[picked].to(device),
+                        ridge_folds,
+                        seed,
+                        pool=train_pixels,
                     )
                     metrics, count = (
                         regression_metrics(predict(test_pixels).cpu(), _gather(test_index, test_at)),
@@ -194,7 +225,11 @@ def run_pixel(
                 else:
                     y = torch.from_numpy(train_index.mean(axis=(1, 2)))
                     predict = fit_ridge(
-                        train_tiles[tiles.to(train_tiles.device)], y[tiles].to(device), val_fraction, seed
+                        train_tiles[tiles.to(train_tiles.device)],
+                        y[tiles].to(device),
+                        ridge_folds,
+                        seed,
+                        pool=train_tiles,
                     )
                     metrics, count = (
                         regression_metrics(

@@ -296,8 +296,9 @@ class Suite:
         skip = (*LOOP_SETTINGS, *RECIPE_SETTINGS, SUPERVISED)
         if protocol == "finetune":
             return settings_with_defaults(run_finetune, cfg.get("finetune", {}), skip=skip)
-        if protocol in PIXEL_PROTOCOLS:
-            return settings_with_defaults(run_pixel, self.pixel, skip=(*skip, "protocols"))
+        if protocol in PIXEL_PROTOCOLS:  # the ridge's folds came later and are no probe setting
+            ridge_only = ("ridge_folds",) if protocol == "pixel_linear" else ()
+            return settings_with_defaults(run_pixel, self.pixel, skip=(*skip, "protocols", *ridge_only))
         if protocol.startswith("segmentation_"):
             if protocol.endswith(PRETRAINED_SUFFIX):
                 skip = (*skip, *SCRATCH_DECODER_SETTINGS)

@@ -82,13 +82,41 @@ def test_ridge_recovers_a_linear_target_and_metrics_by_hand():
     torch.manual_seed(0)
     x = torch.randn(200, 3)
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 3.0
-    predict = fit_ridge(x, y, val_fraction=0.2, seed=0)
+    predict = fit_ridge(x, y, folds=5, seed=0)
     assert regression_metrics(predict(x), y)["r2"] > 0.999
     target = torch.tensor([1.0, 2.0, 3.0])
     assert regression_metrics(torch.full((3,), 2.0), target) == {
         "rmse": pytest.approx((2 / 3) ** 0.5),
         "r2": 0.0,
     }
+
+
+def test_ridge_standardises_with_the_whole_training_pool():
+    """One λ: the closed form by hand, features standardised with the pool's mean and std (every
+    training sample's features, labelled or not), not with the few labelled rows'."""
+    torch.manual_seed(0)
+    pool = torch.randn(50, 4, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5, 3.0]) + 1.0
+    x, y = pool[:6], torch.randn(6, dtype=torch.float64)
+    predict = fit_ridge(x, y, folds=3, seed=0, grid=(0.5,), pool=pool)
+    mean, std = pool.mean(0), pool.std(0, unbiased=False)
+    xs = (x - mean) / std
+    weight = torch.linalg.solve(
+        xs.T @ xs + 0.5 * 6 * torch.eye(4, dtype=torch.float64), xs.T @ (y - y.mean())
+    )
+    test = torch.randn(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(predict(test), ((test - mean) / std) @ weight + y.mean())
+
+
+def test_ridge_on_a_few_unpredictive_labels_falls_back_to_their_mean():
+    """Targets the features do not predict, on 12 labelled samples in 64 dimensions: the folds
+    choose the strongest regularisation, so every prediction is the labels' mean (a fit of the
+    noise would scatter them by about the labels' spread)."""
+    generator = torch.Generator().manual_seed(0)
+    pool = torch.randn(500, 64, generator=generator)
+    x, y = pool[:12], torch.randn(12, generator=generator)
+    predict = fit_ridge(x, y, folds=5, seed=0, pool=pool)
+    prediction = predict(torch.randn(100, 64, generator=generator))
+    assert (prediction - y.mean()).abs().max() < 0.01 * y.std()
 
 
 def test_the_runner_separates_vegetation_and_regresses_ndvi():

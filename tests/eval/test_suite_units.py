@@ -139,3 +139,15 @@ def test_an_unknown_linear_solver_is_refused_before_anything_is_measured(tmp_pat
     with pytest.raises(ValueError, match="unknown linear-probe solver 'newton': use one of path, batched"):
         Suite(tmp_path / "r.csv", classification={"linear_solver": "newton"})
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_the_ridge_folds_are_part_of_the_ridge_protocols_only():
+    """`ridge_folds` came after the first pixel_linear rows: it changes what pixel_ridge and
+    tile_ridge measure (new hashes), never pixel_linear's."""
+    dataset = _set()
+    three, five = (Suite(Path("unused.csv"), pixel={"ridge_folds": folds}) for folds in (3, 5))
+    assert "ridge_folds" not in five.protocol_settings("pixel_linear")
+    assert three.eval_hash(dataset, "pixel_linear") == five.eval_hash(dataset, "pixel_linear")
+    for protocol in ("pixel_ridge", "tile_ridge"):
+        assert five.protocol_settings(protocol)["ridge_folds"] == 5
+        assert three.eval_hash(dataset, protocol) != five.eval_hash(dataset, protocol)
