@@ -177,6 +177,11 @@ def run_pixel(
     unknown = [p for p in protocols if p not in PIXEL_PROTOCOLS]
     if unknown:
         raise ConfigError(f"pixel protocols {unknown} are unknown; use {list(PIXEL_PROTOCOLS)}")
+    if ridge_folds < 2 and any(p != "pixel_linear" for p in protocols):
+        raise ConfigError(
+            f"eval.pixel.ridge_folds={ridge_folds}: cross-validation needs at least 2 folds to choose the "
+            "ridge's λ; set it to 2 or more (5 is the default)"
+        )
     encoder = fresh_encoder(encoder_factory, meta)
     height, width = dataset.train.images.shape[-2:]
     train_at = sample_positions(len(dataset.train), height, width, pixels_per_tile, seed=10_000)

@@ -18,6 +18,7 @@ from rsssl.eval.pixel import (
     spectral_index,
 )
 from rsssl.eval.suite import Suite, baseline_candidates
+from rsssl.models.backbones import ConfigError
 from rsssl.results.store import read_rows
 
 META = {
@@ -148,3 +149,10 @@ def test_the_suite_runs_the_pixel_protocols_once_per_unit(tmp_path):
         [random_init], [pixel_set()]
     )
     assert len(read_rows(tmp_path / "results.csv")) == len(rows)  # every unit was done
+
+
+def test_fewer_than_two_ridge_folds_are_refused_naming_the_setting():
+    with pytest.raises(
+        ConfigError, match=r"eval.pixel.ridge_folds=1: cross-validation needs at least 2 folds"
+    ):
+        run_pixel(lambda: PixelIdentity(), META, pixel_set(), protocols=["pixel_ridge"], ridge_folds=1)
