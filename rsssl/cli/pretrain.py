@@ -459,8 +459,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, validated: bool, extra: list |
 
 
 def write_summary(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, resumed_from: Path | None) -> dict:
-    """`summary.json`: what ran, how fast (one figure, `ThroughputMonitor`), what best.ckpt holds,
-    and the final metrics (the per-step `train/images_per_second` curve stays in metrics.csv)."""
+    """`summary.json`: what ran, how fast (one figure, `ThroughputMonitor`), on how many CPU
+    threads, what best.ckpt holds, and the final metrics (the per-step `train/images_per_second`
+    curve stays in metrics.csv)."""
     metrics = {
         k: float(v)
         for k, v in trainer.callback_metrics.items()
@@ -478,6 +479,7 @@ def write_summary(run_dir: Path, trainer: L.Trainer, cfg: DictConfig, resumed_fr
         "epochs": trainer.current_epoch,
         "train_images_per_second_after_warmup": throughput.images_per_second,
         "train_loader_wait_fraction": throughput.loader_wait_fraction,
+        "torch_threads": torch.get_num_threads(),  # the CPU rounds its reductions per thread count
         "best_checkpoint": {
             "file": Path(best.best_model_path).name if best.best_model_path else None,
             "monitor": best.monitor,

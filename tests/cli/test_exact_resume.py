@@ -115,6 +115,28 @@ def test_a_killed_run_leaves_a_whole_checkpoint_and_resumes_exactly(tmp_path, mo
     assert_same_state(load(resumed[0]), load(checkpoints(tmp_path / "whole")[0]))
 
 
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_run_repeated_at_its_thread_count_exports_the_same_encoder_and_records_the_count(
+    one_thread, tmp_path, monkeypatch
+):
+    """The same command twice gives the same encoder file, bitwise; summary.json records the thread
+    count, since another count rounds the CPU's reductions in another order (README, Exact resume)."""
+    overrides = ["method=moco", "backbone=tiny", *RUN]
+    for name in ("first", "second"):
+        run_cli([*overrides, "run_name=again"], tmp_path / name, monkeypatch)
+    runs = [next((tmp_path / name / "runs" / "again").iterdir()) for name in ("first", "second")]
+    digests = [json.loads((run / "encoder.json").read_text())["sha256"] for run in runs]
+    assert digests[0] == digests[1]
+    assert json.loads((runs[0] / "summary.json").read_text())["torch_threads"] == 1
+
+
 def test_a_bad_checkpoint_interval_is_named(tmp_path, monkeypatch, capsys):
     err = failing([*SYNTHETIC, "checkpoint_every_n_steps=0"], tmp_path, monkeypatch, capsys)
     assert "checkpoint_every_n_steps=0: give a positive step count, or null" in err
