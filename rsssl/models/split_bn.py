@@ -74,7 +74,10 @@ class SplitBatchNorm(nn.Module):
             with torch.no_grad():
                 self.running_mean.copy_(stats[0].view(g, -1).mean(0))
                 self.running_var.copy_(stats[1].view(g, -1).mean(0))
-        return out.reshape(x.shape)
+        # A fresh tensor to autograd, not a view of `out`: the in-place ReLU that follows a BatchNorm
+        # in a ResNet would otherwise make backward clone and zero-fill the whole activation
+        # (CopySlices) at every layer. BatchNorm's backward does not read `out`, so sharing is safe.
+        return torch.ops.aten._unsafe_view(out.contiguous(), x.shape)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, groups={self.groups}, eps={self.eps}, momentum={self.momentum}"
