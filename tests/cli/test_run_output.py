@@ -21,6 +21,7 @@ SUMMARY_KEYS = {
     "data",
     "config_hash",
     "steps",
+    "torch_threads",
     "epochs",
     "train_images_per_second_after_warmup",
     "train_loader_wait_fraction",
